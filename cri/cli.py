@@ -1,0 +1,73 @@
+"""The ``pycri`` command: serve | config | version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from cri import __version__
+from cri.config import ConfigError, load, render
+
+EXIT_CONFIG = 2
+
+# CLI flags that override config keys (flags win over the file and its drop-ins).
+FLAG_KEYS = {
+    "root": "pycri.root",
+    "runroot": "pycri.runroot",
+    "log_level": "pycri.log_level",
+    "listen": "pycri.api.listen",
+    "cni_conf_dir": "pycri.network.conf_dir",
+    "cni_plugin_dir": "pycri.network.plugin_dirs",
+    "pause_image": "pycri.image.pause_image",
+    "registries_conf": "pycri.image.registries_conf",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pycri", description="A Kubernetes CRI v1 runtime.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--config", type=Path, help="TOML config file (default /etc/pycri/pycri.conf)")
+    serve.add_argument("--root")
+    serve.add_argument("--runroot")
+    serve.add_argument("--log-level", dest="log_level")
+    serve.add_argument("--listen", help="unix socket path")
+    serve.add_argument("--cni-conf-dir", dest="cni_conf_dir")
+    serve.add_argument("--cni-plugin-dir", dest="cni_plugin_dir", action="append",
+                       help="repeatable; replaces the configured plugin_dirs")
+    serve.add_argument("--pause-image", dest="pause_image")
+    serve.add_argument("--registries-conf", dest="registries_conf")
+    cfg = sub.add_parser("config", help="print the full commented config (defaults + --config)")
+    cfg.add_argument("--config", type=Path)
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "version":
+        print(f"pycri {__version__}")
+        return 0
+    overrides: dict[str, Any] = {}
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    try:
+        config = load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"pycri: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.cmd == "config":
+        sys.stdout.write(render(config))
+        return 0
+    from cri.server import serve  # the daemon's imports are heavier than config's
+
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

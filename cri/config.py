@@ -1,0 +1,289 @@
+"""pycri's configuration: one dataclass per TOML table, CRI-O-like names.
+
+The same field definitions give the defaults, the validation and the commented default config
+that ``pycri config`` prints (CRI-O generates its template from its config structs the same way).
+``validate()`` is pure; ``prepare()`` is the only function that touches the filesystem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path("/etc/pycri/pycri.conf")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+CGROUP_DRIVERS = ("cgroupfs",)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the offending key."""
+
+
+def _opt(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+def _opt_list(default: list[str], doc: str) -> Any:
+    return field(default_factory=lambda: list(default), metadata={"doc": doc})
+
+
+@dataclass
+class APIConfig:
+    """[pycri.api]"""
+
+    listen: str = _opt("/run/pycri/pycri.sock", "Path of the unix socket the CRI gRPC server listens on.")
+    socket_mode: str = _opt("0660", "File mode of the socket (octal); never world-accessible.")
+    stream_address: str = _opt("127.0.0.1", "Address the exec/attach/port-forward server binds.")
+    stream_port: int = _opt(0, "Port of the streaming server; 0 picks a free one.")
+    shutdown_grace: float = _opt(
+        10.0, "Seconds in-flight calls get to finish on SIGTERM before the server stops."
+    )
+
+
+@dataclass
+class RuntimeConfig:
+    """[pycri.runtime]"""
+
+    runtime_path: str = _opt("runc", "OCI runtime binary: a path, or a name looked up in PATH.")
+    conmon_path: str = _opt("conmon", "conmon binary: a path, or a name looked up in PATH.")
+    cgroup_driver: str = _opt("cgroupfs", "Cgroup manager; only cgroupfs is supported.")
+    default_cgroup_parent: str = _opt(
+        "/pycri", "Parent of pod cgroups when the kubelet sends no cgroup_parent."
+    )
+    default_sysctls: list[str] = _opt_list(
+        [], 'Sysctls applied to every pod, as "key=value" (pod sysctls win).'
+    )
+    pause_binary: str = _opt(
+        "/usr/bin/catatonit", "Static init bind-mounted as the built-in pause process (-P)."
+    )
+    runtime_timeout: float = _opt(60.0, "Seconds a runc or conmon step may take before it is killed.")
+
+
+@dataclass
+class ImageConfig:
+    """[pycri.image]"""
+
+    pause_image: str = _opt(
+        "", "Infra image reference; empty uses the built-in pause (no pull, works offline)."
+    )
+    registries_conf: str = _opt(
+        "/etc/containers/registries.conf", "containers-registries.conf(5) v2 file."
+    )
+
+
+@dataclass
+class NetworkConfig:
+    """[pycri.network]"""
+
+    conf_dir: str = _opt("/etc/cni/net.d", "Directory of CNI network configs; the first valid wins.")
+    plugin_dirs: list[str] = _opt_list(
+        ["/opt/cni/bin", "/usr/lib/cni"], "Directories searched, in order, for CNI plugins."
+    )
+    cache_dir: str = _opt("", "CNI result cache; empty means <root>/cni-cache.")
+    netns_dir: str = _opt("/var/run/netns", "Where pod network namespaces are pinned.")
+    plugin_timeout: float = _opt(60.0, "Seconds a CNI plugin may run before it is killed.")
+
+
+@dataclass
+class PycriConfig:
+    """[pycri]"""
+
+    root: str = _opt("/var/lib/pycri", "Durable state (pods, containers, images); mode 0700.")
+    runroot: str = _opt("/run/pycri", "Volatile state (bundles, exit files, sockets); mode 0700.")
+    log_level: str = _opt("info", "One of: " + ", ".join(LOG_LEVELS) + ".")
+    api: APIConfig = field(default_factory=APIConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+    # Derived paths -------------------------------------------------------------------------
+    @property
+    def cni_cache_dir(self) -> Path:
+        return Path(self.network.cache_dir or os.path.join(self.root, "cni-cache"))
+
+    @property
+    def socket_path(self) -> Path:
+        listen = self.api.listen
+        return Path(listen.removeprefix("unix://"))
+
+
+Config = PycriConfig
+
+TABLES: dict[str, type[Any]] = {
+    "pycri": PycriConfig,
+    "pycri.api": APIConfig,
+    "pycri.runtime": RuntimeConfig,
+    "pycri.image": ImageConfig,
+    "pycri.network": NetworkConfig,
+}
+
+
+def _tables(cfg: PycriConfig) -> Iterator[tuple[str, Any]]:
+    yield "pycri", cfg
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield f"pycri.{f.name}", value
+
+
+def _scalar_fields(obj: Any) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(obj) if "doc" in f.metadata]
+
+
+def _check_type(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        want = "list of strings" if isinstance(default, list) else type(default).__name__
+        raise ConfigError(f"{key}: expected {want}, got {value!r}")
+    return value
+
+
+def _apply(cfg: PycriConfig, data: Mapping[str, Any], source: str) -> None:
+    top = data.get("pycri", {})
+    unknown_top = set(data) - {"pycri"}
+    if unknown_top:
+        raise ConfigError(f"{source}: unknown table or key {sorted(unknown_top)[0]!r}")
+    if not isinstance(top, dict):
+        raise ConfigError(f"{source}: [pycri] must be a table")
+    for name, obj in _tables(cfg):
+        table = top if name == "pycri" else top.get(name.split(".", 1)[1], {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        known = {f.name: f for f in _scalar_fields(obj)}
+        subtables = {n.split(".", 1)[1] for n in TABLES if "." in n} if name == "pycri" else set()
+        for key, value in table.items():
+            if key in subtables:
+                continue
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key {name}.{key}")
+            setattr(obj, key, _check_type(f"{name}.{key}", value, getattr(obj, key)))
+
+
+def validate(cfg: PycriConfig) -> None:
+    """Pure checks of the values; raises ConfigError naming the key."""
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"pycri.log_level: must be one of {', '.join(LOG_LEVELS)}")
+    for key in ("root", "runroot"):
+        if not os.path.isabs(getattr(cfg, key)):
+            raise ConfigError(f"pycri.{key}: must be an absolute path")
+    if not cfg.socket_path.is_absolute():
+        raise ConfigError("pycri.api.listen: must be an absolute unix socket path")
+    try:
+        mode = int(cfg.api.socket_mode, 8)
+    except ValueError:
+        raise ConfigError("pycri.api.socket_mode: must be an octal mode like 0660") from None
+    if mode & 0o007 or mode & ~0o777:
+        raise ConfigError("pycri.api.socket_mode: must not grant access to others (e.g. 0600, 0660)")
+    if not 0 <= cfg.api.stream_port <= 65535:
+        raise ConfigError("pycri.api.stream_port: must be 0..65535")
+    if cfg.runtime.cgroup_driver not in CGROUP_DRIVERS:
+        raise ConfigError(
+            f"pycri.runtime.cgroup_driver: {cfg.runtime.cgroup_driver!r} is not supported "
+            f"(supported: {', '.join(CGROUP_DRIVERS)})"
+        )
+    if not cfg.runtime.default_cgroup_parent.startswith("/"):
+        raise ConfigError("pycri.runtime.default_cgroup_parent: must start with /")
+    for item in cfg.runtime.default_sysctls:
+        if "=" not in item:
+            raise ConfigError(f"pycri.runtime.default_sysctls: {item!r} is not key=value")
+    for key in ("runtime_timeout",):
+        if getattr(cfg.runtime, key) <= 0:
+            raise ConfigError(f"pycri.runtime.{key}: must be positive")
+    if cfg.network.plugin_timeout <= 0:
+        raise ConfigError("pycri.network.plugin_timeout: must be positive")
+    if not cfg.network.plugin_dirs:
+        raise ConfigError("pycri.network.plugin_dirs: must name at least one directory")
+
+
+def resolve_binary(key: str, value: str) -> str:
+    """A configured binary as an absolute path: a path as is, a bare name through PATH."""
+    if os.sep in value:
+        if not os.access(value, os.X_OK):
+            raise ConfigError(f"{key}: {value} is not an executable file")
+        return value
+    found = shutil.which(value)
+    if not found:
+        raise ConfigError(f"{key}: {value!r} not found in PATH")
+    return found
+
+
+def prepare(cfg: PycriConfig) -> None:
+    """Side effects the daemon needs before serving: private state dirs and binary lookups."""
+    for d in (cfg.root, cfg.runroot):
+        Path(d).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(d, 0o700)  # state dirs are never readable by others
+    cfg.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cfg.runtime.runtime_path = resolve_binary("pycri.runtime.runtime_path", cfg.runtime.runtime_path)
+    cfg.runtime.conmon_path = resolve_binary("pycri.runtime.conmon_path", cfg.runtime.conmon_path)
+
+
+def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> PycriConfig:
+    """Defaults, then the file (if any), then ``<file>.d/*.conf`` in name order, then overrides.
+
+    ``overrides`` maps dotted keys (``pycri.api.listen``) to values, e.g. from CLI flags.
+    A missing default config file is fine; an explicitly named missing file is an error.
+    """
+    cfg = PycriConfig()
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_PATH
+    sources: list[Path] = []
+    if path.exists():
+        sources.append(path)
+    elif explicit:
+        raise ConfigError(f"{path}: no such config file")
+    dropin = Path(str(path) + ".d")
+    if dropin.is_dir():
+        sources.extend(sorted(dropin.glob("*.conf")))
+    for src in sources:
+        try:
+            data = tomllib.loads(src.read_text())
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{src}: {exc}") from exc
+        _apply(cfg, data, str(src))
+    for dotted, value in (overrides or {}).items():
+        table, _, key = dotted.rpartition(".")
+        nested: dict[str, Any] = {key: value}
+        for part in reversed(table.split(".")):
+            nested = {part: nested}
+        _apply(cfg, nested, "command line")
+    validate(cfg)
+    return cfg
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def render(cfg: PycriConfig | None = None) -> str:
+    """The full commented config, every key with its doc; ``pycri config`` prints this."""
+    cfg = cfg or PycriConfig()
+    lines = ["# pycri configuration (TOML). Drop-ins: <this file>.d/*.conf, applied in name order."]
+    for name, obj in _tables(cfg):
+        lines += ["", f"[{name}]"]
+        for f in _scalar_fields(obj):
+            lines.append(f"# {f.metadata['doc']}")
+            lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
+    return "\n".join(lines) + "\n"

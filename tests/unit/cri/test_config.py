@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cri import cli, config
+
+
+def test_rendered_default_config_parses_back_to_the_defaults(tmp_path: Path) -> None:
+    text = config.render()
+    assert tomllib.loads(text)  # valid TOML
+    for key in ("root", "runroot", "log_level", "listen", "stream_address", "stream_port",
+                "runtime_path", "conmon_path", "cgroup_driver", "default_sysctls",
+                "pause_image", "registries_conf", "conf_dir", "plugin_dirs"):
+        assert f"\n{key} = " in text, key
+    path = tmp_path / "pycri.conf"
+    path.write_text(text)
+    assert config.load(path) == config.PycriConfig()
+
+
+def test_defaults_work_on_a_fresh_machine() -> None:
+    cfg = config.PycriConfig()
+    assert cfg.network.conf_dir == "/etc/cni/net.d"
+    assert cfg.network.plugin_dirs == ["/opt/cni/bin", "/usr/lib/cni"]
+    assert cfg.socket_path == Path("/run/pycri/pycri.sock")
+    assert cfg.runtime.cgroup_driver == "cgroupfs"
+
+
+def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
+    path = tmp_path / "pycri.conf"
+    path.write_text('[pycri]\nlog_level = "debug"\n[pycri.network]\nconf_dir = "/a"\n')
+    dropins = tmp_path / "pycri.conf.d"
+    dropins.mkdir()
+    (dropins / "20-b.conf").write_text('[pycri.network]\nconf_dir = "/b"\n')
+    (dropins / "10-a.conf").write_text('[pycri.network]\nconf_dir = "/x"\nplugin_dirs = ["/p"]\n')
+    cfg = config.load(path)
+    assert (cfg.log_level, cfg.network.conf_dir, cfg.network.plugin_dirs) == ("debug", "/b", ["/p"])
+    cfg = config.load(path, {"pycri.network.conf_dir": "/flag", "pycri.log_level": "error"})
+    assert (cfg.network.conf_dir, cfg.log_level) == ("/flag", "error")
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ('[pycri]\nbogus = 1\n', "pycri.bogus"),
+        ('[pycri.api]\nstream_port = "x"\n', "pycri.api.stream_port"),
+        ('[pycri.api]\nstream_port = 70000\n', "pycri.api.stream_port"),
+        ('[pycri.api]\nsocket_mode = "0666"\n', "pycri.api.socket_mode"),
+        ('[pycri]\nlog_level = "loud"\n', "pycri.log_level"),
+        ('[pycri.runtime]\ncgroup_driver = "systemd"\n', "pycri.runtime.cgroup_driver"),
+        ('[pycri.network]\nplugin_dirs = "/x"\n', "pycri.network.plugin_dirs"),
+        ('[pycri.runtime]\ndefault_sysctls = ["novalue"]\n', "pycri.runtime.default_sysctls"),
+        ('[other]\nx = 1\n', "other"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError, match=key.replace(".", r"\.")):
+        config.load(path)
+
+
+def test_cli_exits_2_on_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text("[pycri]\nlog_level = 3\n")
+    assert cli.main(["config", "--config", str(path)]) == cli.EXIT_CONFIG
+    assert "pycri.log_level" in capsys.readouterr().err
+    assert cli.main(["config", "--config", str(tmp_path / "missing.conf")]) == cli.EXIT_CONFIG
+
+
+def test_cli_config_prints_effective_config(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["config"]) == 0
+    assert tomllib.loads(capsys.readouterr().out)["pycri"]["api"]["listen"] == (
+        "/run/pycri/pycri.sock")
