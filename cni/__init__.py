@@ -1,0 +1,1 @@
+"""A small CNI client (stdlib only): config loading, plugin invocation, result cache."""
