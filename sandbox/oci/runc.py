@@ -1,0 +1,82 @@
+"""Run one runc command with a deadline and turn its failure into a typed error."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from sandbox.oci.errors import OCINotFound, OCINotRunning, OCIRuntimeError
+
+# runc and its hooks get a fixed environment: the daemon's own (NOTIFY_SOCKET in particular,
+# which runc would start proxying for the container) has no business there.
+RUNTIME_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+# libcontainer's error strings (runc 1.1 libcontainer/error.go); runc has no exit codes
+# for them, so the text is the only signal.
+_NOT_FOUND = "container does not exist"
+_NOT_RUNNING = "container not running"
+
+
+def global_args(root: Path) -> list[str]:
+    # JSON log lines on stderr let error_message() pull out the message without parsing
+    # logrus' quoted text format.
+    return [f"--root={root}", "--log-format=json"]
+
+
+def error_message(stderr: bytes) -> str:
+    """The error text of runc's JSON log lines, or the raw output when it is not JSON."""
+    messages: list[str] = []
+    raw: list[str] = []
+    for line in stderr.decode(errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            raw.append(line)
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal", "panic"):
+            messages.append(str(entry.get("msg", line)))
+    return "; ".join(messages or raw)
+
+
+def classify(message: str) -> OCIRuntimeError:
+    if _NOT_FOUND in message:
+        return OCINotFound(message)
+    if _NOT_RUNNING in message:
+        return OCINotRunning(message)
+    return OCIRuntimeError(message)
+
+
+async def run_runc(runtime_path: Path, root: Path, args: Sequence[str]) -> bytes:
+    """Run ``runc --root root args...`` and return its stdout.
+
+    Bound it with ``asyncio.timeout``: cancellation kills and reaps runc, so no runc is left
+    behind doing work nobody awaits.
+    """
+    argv = [str(runtime_path), *global_args(root), *args]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=RUNTIME_ENV,
+        )
+    except OSError as exc:
+        raise OCIRuntimeError(f"cannot run {runtime_path}: {exc}") from exc
+    try:
+        stdout, stderr = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
+    if proc.returncode != 0:
+        message = error_message(stderr) or f"exit status {proc.returncode}"
+        raise classify(f"runc {args[0] if args else ''}: {message}")
+    return stdout
