@@ -1,0 +1,91 @@
+"""RunPodSandbox / StopPodSandbox / RemovePodSandbox latency over N sequential pods.
+
+Starts its own daemon (own root, socket, bridge and subnet, as the e2e tests do) unless
+--endpoint points at a running one. Prints p50/p90 against the DESIGN.md targets.
+
+    .venv/bin/python bench/sandbox_lifecycle.py [-n 40] [--endpoint unix:///run/pycri/pycri.sock]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cri.api import api_pb2, api_pb2_grpc
+from tests.e2e.helpers import Daemon, pod_config
+
+TARGETS_MS = {"RunPodSandbox": 90.0, "Stop+Remove": 80.0}
+
+
+def pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def bench(stub: api_pb2_grpc.RuntimeServiceStub, n: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"RunPodSandbox": [], "StopPodSandbox": [],
+                                   "RemovePodSandbox": [], "Stop+Remove": []}
+    for _ in range(n):
+        t0 = time.perf_counter()
+        pod_id = stub.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=pod_config()),
+                                    timeout=60).pod_sandbox_id
+        t1 = time.perf_counter()
+        stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
+        t2 = time.perf_counter()
+        stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
+        t3 = time.perf_counter()
+        out["RunPodSandbox"].append((t1 - t0) * 1e3)
+        out["StopPodSandbox"].append((t2 - t1) * 1e3)
+        out["RemovePodSandbox"].append((t3 - t2) * 1e3)
+        out["Stop+Remove"].append((t3 - t1) * 1e3)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=40)
+    ap.add_argument("--endpoint")
+    args = ap.parse_args()
+    daemon = None
+    if args.endpoint:
+        channel = grpc.insecure_channel(args.endpoint)
+    else:
+        tag = uuid.uuid4().hex[:6]
+        base = Path(f"/tmp/pycri-bench-{tag}")
+        base.mkdir(mode=0o700)
+        daemon = Daemon(base, tag, random.randint(200, 250))
+        daemon.config_path.write_text(daemon.config_path.read_text().replace(
+            'log_level = "debug"', 'log_level = "info"'))
+        daemon.start()
+        channel = daemon.channel()
+    stub = api_pb2_grpc.RuntimeServiceStub(channel)
+    try:
+        bench(stub, 3)  # warm-up: first runs load plugins and code paths
+        results = bench(stub, args.n)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+            subprocess.run(["ip", "link", "del", daemon.bridge], capture_output=True, check=False)
+            shutil.rmtree(daemon.base, ignore_errors=True)
+    print(f"{args.n} sequential pods")
+    print(f"{'operation':<18}{'p50 ms':>9}{'p90 ms':>9}{'mean ms':>9}{'target p50':>12}")
+    for op, samples in results.items():
+        target = TARGETS_MS.get(op)
+        print(f"{op:<18}{pct(samples, 50):9.1f}{pct(samples, 90):9.1f}"
+              f"{statistics.mean(samples):9.1f}{(f'<= {target:.0f}' if target else '-'):>12}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The one server interceptor: readiness, request ids, logging and error -> status mapping.
+
+Handlers raise CRIError subclasses and never call ``context.abort`` themselves (containerd's
+errgrpc rule): this module is the only place that chooses a gRPC status code.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from cri.errors import CRIError
+
+log = logging.getLogger("pycri.rpc")
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_counter = itertools.count(1)
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current RPC's request id on every log record emitted while serving it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+def _short(method: str) -> str:
+    return method.rsplit("/", 1)[-1]
+
+
+class CRIInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self.ready = False  # flipped once start-up recovery has finished
+
+    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: BaseException,
+                    method: str) -> None:
+        if isinstance(exc, CRIError):
+            log.info("%s failed: %s: %s", method, exc.code.name, exc.message)
+            await context.abort(exc.code, exc.message)
+        log.exception("%s failed with an unexpected error", method)
+        await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error: {exc}")
+
+    async def _gate(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        request_id.set(f"{next(_counter):x}")
+        if not self.ready:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "pycri is starting: state recovery has not finished yet")
+        log.debug("%s called", method)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = _short(handler_call_details.method)
+        if handler.unary_unary is not None:
+            inner: Any = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                await self._gate(context, method)
+                start = time.perf_counter()
+                try:
+                    return await inner(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await self._fail(context, exc, method)
+                finally:
+                    log.debug("%s done in %.1f ms", method, (time.perf_counter() - start) * 1e3)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream: Any = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]
+                             ) -> AsyncIterator[Any]:
+                await self._gate(context, method)
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await self._fail(context, exc, method)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

@@ -1,0 +1,101 @@
+"""The Runtime: everything the RPC modules share (config, stores, the OCI runtime, CNI), plus
+start-up recovery and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cri.config import Config
+from cri.runtime.network import PodNetwork
+from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
+from sandbox.oci.exits import ExitWatcher
+from sandbox.oci.runtime import OCIRuntime
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        root, runroot = Path(config.root), Path(config.runroot)
+        self.sandboxes = SandboxStore(root)
+        self.run_dir = runroot / "sandboxes"
+        self.exits_dir = runroot / "exits"
+        self.oci = OCIRuntime(
+            runtime_path=Path(config.runtime.runtime_path),
+            conmon_path=Path(config.runtime.conmon_path),
+            runtime_root=runroot / "runc",
+            exits_dir=self.exits_dir,
+            persist_root=root / "conmon",
+            runc_timeout=config.runtime.runtime_timeout,
+        )
+        self.network = PodNetwork(config)
+        self.exits = ExitWatcher(self.exits_dir, self._on_exit)
+        # Operations on one pod are serialised; different pods proceed in parallel.
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Waiters for an infra process's exit (StopPodSandbox waits for SIGKILL to land).
+        self._exit_waiters: dict[str, asyncio.Future[int]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` detached from any RPC, keeping a reference until it is done."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def lock(self, ident: str) -> asyncio.Lock:
+        return self._locks[ident]
+
+    def forget_lock(self, ident: str) -> None:
+        self._locks.pop(ident, None)
+
+    # Exits ------------------------------------------------------------------------------
+    def _on_exit(self, ctr_id: str, code: int, exited_at: datetime) -> None:
+        waiter = self._exit_waiters.pop(ctr_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(code)
+        pod = self.sandboxes.get(ctr_id)
+        if pod is not None and pod.status.infra_exit_code is None:
+            log.info("infra of pod sandbox %s exited with %d", ctr_id, code)
+            pod.status.infra_exit_code = code
+            pod.set_state(SandboxState.NOTREADY)
+            self.sandboxes.save(pod)
+
+    def exit_waiter(self, ctr_id: str) -> asyncio.Future[int]:
+        """A future resolved when conmon reports ``ctr_id``'s exit (register before killing)."""
+        fut = self._exit_waiters.get(ctr_id)
+        if fut is None or fut.done():
+            fut = asyncio.get_running_loop().create_future()
+            self._exit_waiters[ctr_id] = fut
+        known = self.exits.read_exit(ctr_id)
+        if known is not None and not fut.done():
+            fut.set_result(known[0])
+        return fut
+
+    def drop_exit_waiter(self, ctr_id: str) -> None:
+        fut = self._exit_waiters.pop(ctr_id, None)
+        if fut is not None and not fut.done():
+            fut.cancel()
+
+    # Lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Recover state written by an earlier daemon (kill -9 included)."""
+        from cri.runtime.recovery import recover
+
+        for d in (self.run_dir, self.exits_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await recover(self)
+        self.exits.start()
+
+    async def close(self) -> None:
+        self.exits.close()
+
+    def pods(self) -> list[Sandbox]:
+        return list(self.sandboxes)

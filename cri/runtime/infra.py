@@ -1,0 +1,102 @@
+"""The pod's infra ("pause") container: the built-in catatonit pause, run by conmon + runc.
+
+It holds the pod's network (the pinned netns), IPC and UTS namespaces, and its pid namespace
+when the pod shares one. It needs no image, so it works offline and the kubelet's image garbage
+collection can never remove it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+from pathlib import Path
+
+from cri.errors import DeadlineExceeded, Internal
+from cri.runtime.daemon import Runtime
+from cri.runtime.podspec import PodPlan
+from cri.store.sandbox import Sandbox
+from sandbox import cgroups
+from sandbox.oci import spec as ocispec
+from sandbox.oci.errors import OCINotFound, OCINotRunning, OCIRuntimeError, OCITimeout
+from sandbox.oom import clamp_oom_score_adj
+
+log = logging.getLogger(__name__)
+
+INFRA_OOM_SCORE_ADJ = -998  # the kubelet's value for pause containers; clamped where impossible
+
+
+def bundle_dir(pod: Sandbox) -> Path:
+    return Path(pod.meta.run_dir) / "infra"
+
+
+async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
+    meta = pod.meta
+    bundle = bundle_dir(pod)
+    spec = ocispec.infra_spec(
+        hostname=meta.hostname,
+        netns_path=Path(meta.netns_path) if meta.netns_path else None,
+        host_ipc=plan.host_ipc,
+        host_pid=plan.host_pid,
+        host_uts=plan.host_network,
+        share_pid=plan.share_pid,
+        shm_path=Path(meta.shm_path) if meta.shm_path else None,
+        pause_binary=Path(rt.config.runtime.pause_binary),
+        cgroups_path=cgroups.container_cgroup_path(meta.cgroup_parent, meta.infra_id),
+        sysctls=plan.sysctls,
+        oom_score_adj=clamp_oom_score_adj(INFRA_OOM_SCORE_ADJ),
+        annotations={"io.kubernetes.cri.sandbox-id": meta.id,
+                     "io.kubernetes.cri.container-type": "sandbox"},
+    )
+    await asyncio.to_thread(ocispec.write_bundle, bundle, spec)
+    timeout = rt.config.runtime.runtime_timeout
+    try:
+        pid = await rt.oci.create(
+            meta.infra_id,
+            bundle,
+            log_path=bundle / "infra.log",
+            pidfile=bundle / "pid",
+            attach_socket_dir=bundle,
+            timeout=timeout,
+        )
+        await rt.oci.start(meta.infra_id)
+    except OCITimeout as exc:
+        raise DeadlineExceeded(f"pod sandbox infra container did not start: {exc}") from exc
+    except OCIRuntimeError as exc:
+        raise Internal(f"pod sandbox infra container failed: {exc}") from exc
+    return pid
+
+
+async def stop(rt: Runtime, pod: Sandbox) -> None:
+    """SIGKILL the infra and wait for conmon to record the exit (no polling: the exit watcher
+    resolves the waiter). Already-dead and unknown infras are fine."""
+    ident = pod.meta.infra_id
+    exited = rt.exit_waiter(ident)
+    if not exited.done():
+        try:
+            await rt.oci.kill(ident, signal.SIGKILL)
+        except (OCINotFound, OCINotRunning):
+            # Gone already: never created, or it stopped between the checks.
+            rt.drop_exit_waiter(ident)
+            return
+        except OCIRuntimeError as exc:
+            raise Internal(f"cannot stop pod sandbox infra {ident}: {exc}") from exc
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), rt.config.runtime.runtime_timeout)
+        except TimeoutError as exc:
+            raise DeadlineExceeded(f"infra of pod sandbox {ident} did not exit after SIGKILL") from exc
+
+
+async def destroy(rt: Runtime, pod: Sandbox) -> None:
+    """Stop and delete the infra container and its exit record; idempotent."""
+    await stop(rt, pod)
+    try:
+        await rt.oci.delete(pod.meta.infra_id, force=True)
+    except OCIRuntimeError as exc:
+        raise Internal(f"cannot delete pod sandbox infra {pod.meta.infra_id}: {exc}") from exc
+    with contextlib.suppress(FileNotFoundError):
+        (rt.exits_dir / pod.meta.infra_id).unlink()
+    rt.exits.forget(pod.meta.infra_id)
+    await asyncio.to_thread(shutil.rmtree, rt.oci.persist_dir(pod.meta.infra_id), True)

@@ -1,0 +1,47 @@
+"""Start-up recovery: read pods back from disk and reconcile them with what is still running.
+
+Infra processes run on under conmon while the daemon is down. Exits that happened meanwhile are
+in conmon's exit files (the exit watcher reads them when it starts); a pod whose infra is gone
+without one (the node rebooted, /run was wiped) is NOTREADY too. A creation that a crash
+interrupted is torn down from the paths its metadata recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from cri.runtime.daemon import Runtime
+from cri.runtime.sandbox_remove import teardown
+from cri.store.sandbox import Sandbox, SandboxState
+
+log = logging.getLogger(__name__)
+
+
+async def _finish_unfinished(rt: Runtime, pod: Sandbox) -> None:
+    log.warning("pod sandbox %s was being created when the daemon stopped; tearing it down",
+                pod.id)
+    pod.status.network_ready = True  # ADD may have half-run: DEL releases whatever it got
+    try:
+        await teardown(rt, pod)
+    except Exception:
+        log.exception("teardown of unfinished pod sandbox %s failed", pod.id)
+    rt.sandboxes.discard(pod.id)
+
+
+async def _reconcile(rt: Runtime, pod: Sandbox) -> None:
+    if pod.status.state is not SandboxState.READY:
+        return
+    if rt.exits.read_exit(pod.meta.infra_id) is not None:
+        return  # the exit watcher's first scan records the code
+    state = await rt.oci.state(pod.meta.infra_id)
+    if state is None or state.get("status") not in ("running", "created", "paused"):
+        log.warning("infra of pod sandbox %s is gone; marking it NOTREADY", pod.id)
+        pod.set_state(SandboxState.NOTREADY)
+        rt.sandboxes.save(pod)
+
+
+async def recover(rt: Runtime) -> None:
+    done, unfinished = rt.sandboxes.load()
+    await asyncio.gather(*(_finish_unfinished(rt, p) for p in unfinished))
+    await asyncio.gather(*(_reconcile(rt, p) for p in done))

@@ -1,0 +1,42 @@
+"""RemovePodSandbox: stop if needed, then remove everything the pod had (infra container,
+netns, mounts, cgroup, run and state dirs). Idempotent: an unknown id succeeds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+
+from cri.errors import NotFound
+from cri.runtime import infra
+from cri.runtime.daemon import Runtime
+from cri.runtime.sandbox_stop import stop
+from cri.store.sandbox import Sandbox
+from sandbox import cgroups
+
+log = logging.getLogger(__name__)
+
+
+async def remove_pod_sandbox(rt: Runtime, pod_id: str) -> None:
+    try:
+        pod = rt.sandboxes.lookup(pod_id)
+    except NotFound:
+        log.info("RemovePodSandbox: %s not found; nothing to remove", pod_id)
+        return
+    async with rt.lock(pod.id):
+        if rt.sandboxes.get(pod.id) is None:  # removed while we waited for the lock
+            return
+        await teardown(rt, pod)
+        rt.sandboxes.delete(pod)
+    rt.forget_lock(pod.id)
+    log.info("pod sandbox %s removed", pod.id)
+
+
+async def teardown(rt: Runtime, pod: Sandbox) -> None:
+    """Everything but the state dir, in reverse order of creation. Also used by recovery for
+    a creation that a crash interrupted."""
+    await stop(rt, pod)
+    await infra.destroy(rt, pod)
+    if pod.meta.cgroup_created:
+        await asyncio.to_thread(cgroups.remove_pod_cgroup, pod.meta.cgroup_parent)
+    await asyncio.to_thread(shutil.rmtree, pod.meta.run_dir, True)

@@ -1,0 +1,57 @@
+"""StopPodSandbox: stop the infra (later: every container first), release the network.
+
+Idempotent and forgiving, as the kubelet relies on: an unknown id, a pod already stopped, a
+netns or plugin that is gone - all succeed, and the IP lease is released whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from cri.errors import NotFound
+from cri.runtime import infra
+from cri.runtime.daemon import Runtime
+from cri.store.sandbox import Sandbox, SandboxState
+from sandbox import netns, shm
+
+log = logging.getLogger(__name__)
+
+
+async def stop_pod_sandbox(rt: Runtime, pod_id: str) -> None:
+    try:
+        pod = rt.sandboxes.lookup(pod_id)
+    except NotFound:
+        log.info("StopPodSandbox: %s not found; nothing to stop", pod_id)
+        return
+    async with rt.lock(pod.id):
+        await stop(rt, pod)
+
+
+async def stop(rt: Runtime, pod: Sandbox) -> None:
+    """The pod's processes die and its network is released; its state dir stays for Remove."""
+    # The infra is killed while CNI DEL runs: DEL needs the netns pin, not the process.
+    results = await asyncio.gather(
+        infra.stop(rt, pod), _release_network(rt, pod), return_exceptions=True
+    )
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    if pod.meta.shm_path:
+        await asyncio.to_thread(shm.unmount_shm, Path(pod.meta.shm_path))
+    if pod.status.state is SandboxState.READY or not pod.status.stopped_at:
+        pod.set_state(SandboxState.NOTREADY)
+        pod.status.stopped_at = time.time_ns()
+        rt.sandboxes.save(pod)
+
+
+async def _release_network(rt: Runtime, pod: Sandbox) -> None:
+    if not pod.meta.netns_path:
+        return
+    if pod.status.network_ready:
+        await rt.network.teardown(pod)
+        pod.status.network_ready = False
+        rt.sandboxes.save(pod)
+    await asyncio.to_thread(netns.remove, Path(pod.meta.netns_path))

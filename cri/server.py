@@ -1,0 +1,118 @@
+"""The daemon: a grpc.aio server on a unix socket with the CRI Runtime and Image services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from pathlib import Path
+
+import grpc
+
+from cri.api import api_pb2_grpc
+from cri.config import Config, ConfigError, prepare
+from cri.image.servicer import ImageServicer
+from cri.interceptor import CRIInterceptor, RequestIdFilter
+from cri.runtime.daemon import Runtime
+from cri.runtime.servicer import RuntimeServicer
+
+log = logging.getLogger("pycri")
+
+MAX_MESSAGE = 16 * 1024 * 1024  # same as the kubelet's CRI client limit
+
+
+class SocketInUse(Exception):
+    pass
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+
+
+def claim_socket(path: Path) -> None:
+    """Replace a stale socket; refuse to start if another daemon answers on it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketInUse(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise SocketInUse(f"{path}: cannot tell whether it is in use: {exc}") from exc
+        path.unlink(missing_ok=True)  # nobody listens: a leftover of a killed daemon
+        return
+    finally:
+        probe.close()
+    raise SocketInUse(f"{path} is in use by a running daemon; stop it or pick another --listen")
+
+
+async def serve(config: Config) -> int:
+    setup_logging(config.log_level)
+    try:
+        prepare(config)
+        claim_socket(config.socket_path)
+    except ConfigError as exc:
+        log.error("invalid configuration: %s", exc)
+        return 2
+    except SocketInUse as exc:
+        log.error("%s", exc)
+        return 1
+    runtime = Runtime(config)
+    interceptor = CRIInterceptor()
+    server = grpc.aio.server(
+        interceptors=[interceptor],
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                 ("grpc.max_send_message_length", MAX_MESSAGE)],
+    )
+    # The RPCs later work implements are filled in at import (fill_unimplemented), which the
+    # type checker cannot see, hence the abstract-class ignores.
+    runtime_servicer = RuntimeServicer(runtime)  # type: ignore[abstract]
+    image_servicer = ImageServicer(runtime)  # type: ignore[abstract]
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(runtime_servicer, server)
+    api_pb2_grpc.add_ImageServiceServicer_to_server(image_servicer, server)
+    sock = config.socket_path
+    old_umask = os.umask(0o177)  # the socket is born 0600, then widened to socket_mode
+    try:
+        server.add_insecure_port(f"unix://{sock}")
+    finally:
+        os.umask(old_umask)
+    os.chmod(sock, int(config.api.socket_mode, 8))
+    await server.start()
+    log.info("pycri listening on unix://%s", sock)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.start()
+        interceptor.ready = True
+        log.info("recovery done: %d pod sandboxes", len(runtime.sandboxes))
+        await stop.wait()
+        log.info("shutting down: finishing in-flight calls (up to %.0fs); pods keep running",
+                 config.api.shutdown_grace)
+    finally:
+        await server.stop(config.api.shutdown_grace)
+        await runtime.close()
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+    return 0

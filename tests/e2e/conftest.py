@@ -1,0 +1,70 @@
+"""e2e fixtures: one real pycri daemon per session (see helpers.Daemon)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cri.api import api_pb2_grpc
+from tests.e2e.helpers import Daemon, need_root
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    need_root()
+    tag = uuid.uuid4().hex[:6]
+    base = Path(f"/tmp/pycri-e2e-{tag}")
+    base.mkdir(mode=0o700)
+    d = Daemon(base, tag, random.randint(200, 250))
+    d.start()
+    try:
+        yield d
+        # Every test removes its pods: the whole session must leave nothing behind.
+        left = session_leftovers(d)
+        assert not left, f"leaked after the e2e session: {left}"
+    finally:
+        d.stop()
+        subprocess.run(["ip", "link", "del", d.bridge], capture_output=True, check=False)
+        for hier in Path("/sys/fs/cgroup").iterdir():
+            with contextlib.suppress(OSError):
+                (hier / d.cgroup_parent.lstrip("/")).rmdir()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def session_leftovers(d: Daemon) -> list[str]:
+    left = []
+    for hier in Path("/sys/fs/cgroup").iterdir():
+        parent = hier / d.cgroup_parent.lstrip("/")
+        if parent.is_dir() and any(p.is_dir() for p in parent.iterdir()):
+            left.append(f"pod cgroups under {parent}")
+    if str(d.base) in Path("/proc/self/mountinfo").read_text():
+        left.append("mounts under the test dir")
+    veths = subprocess.run(["ip", "-o", "link", "show", "master", d.bridge],
+                           capture_output=True, text=True).stdout
+    if veths.strip():
+        left.append("veths on the bridge")
+    leases = [p for p in d.ipam_dir.rglob("*") if p.is_file() and p.name[0].isdigit()]
+    if leases:
+        left.append(f"IP leases {leases}")
+    pods = list((d.root / "sandboxes").glob("*")) if (d.root / "sandboxes").exists() else []
+    if pods:
+        left.append(f"pod state {pods}")
+    conmons = subprocess.run(["pgrep", "-f", f"conmon.*{d.base}"], capture_output=True,
+                             text=True).stdout.split()
+    if conmons:
+        left.append(f"conmon processes {conmons}")
+    return left
+
+
+@pytest.fixture
+def rt(daemon: Daemon) -> api_pb2_grpc.RuntimeServiceStub:
+    if daemon.proc is None or daemon.proc.poll() is not None:
+        daemon.start()
+    return daemon.runtime()

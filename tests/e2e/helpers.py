@@ -1,0 +1,145 @@
+"""e2e helpers: a real pycri daemon with its own root, runroot, socket, CNI conf dir, bridge
+and subnet, driven over its unix socket with the generated gRPC stubs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cri.api import api_pb2, api_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN_DIR = Path("/usr/lib/cni")
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("e2e tests need root")
+    for tool in ("runc", "conmon", "catatonit"):
+        if not shutil.which(tool):
+            pytest.skip(f"e2e tests need {tool}")
+    if not (PLUGIN_DIR / "bridge").exists():
+        pytest.skip("e2e tests need the CNI plugins in /usr/lib/cni")
+
+
+class Daemon:
+    """One pycri process; ``restart(kill=True)`` is kill -9 and start again."""
+
+    def __init__(self, base: Path, tag: str, subnet_octet: int) -> None:
+        self.base = base
+        self.tag = tag
+        self.bridge = f"pcr{tag}"
+        self.subnet = f"10.{subnet_octet}.{random.randint(0, 255)}.0/24"
+        self.root = base / "root"
+        self.runroot = base / "run"
+        self.socket = base / "run" / "pycri.sock"
+        self.conf_dir = base / "cni"
+        self.ipam_dir = base / "ipam"
+        self.cgroup_parent = f"/pycri-e2e-{tag}"
+        self.log = base / "daemon.log"
+        self.config_path = base / "pycri.conf"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conf_dir.mkdir(parents=True)
+        self.write_cni_config()
+        self.config_path.write_text(
+            "[pycri]\n"
+            f'root = "{self.root}"\nrunroot = "{self.runroot}"\nlog_level = "debug"\n'
+            "[pycri.api]\n"
+            f'listen = "{self.socket}"\n'
+            "[pycri.runtime]\n"
+            f'default_cgroup_parent = "{self.cgroup_parent}"\n'
+            "[pycri.network]\n"
+            f'conf_dir = "{self.conf_dir}"\nplugin_dirs = ["{PLUGIN_DIR}"]\n'
+            f'netns_dir = "/var/run/netns"\n'
+        )
+
+    def write_cni_config(self) -> None:
+        conf = {
+            "cniVersion": "1.0.0",
+            "name": f"pycri-e2e-{self.tag}",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.bridge,
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "ipam": {
+                        "type": "host-local",
+                        "dataDir": str(self.ipam_dir),
+                        "ranges": [[{"subnet": self.subnet}]],
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
+        (self.conf_dir / "10-e2e.conflist").write_text(json.dumps(conf))
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cri", "serve", "--config", str(self.config_path)],
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pycri exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                self.runtime().Version(api_pb2.VersionRequest(), timeout=2)
+                return
+            except grpc.RpcError:
+                time.sleep(0.05)
+        raise RuntimeError(f"pycri did not become ready:\n{self.log_tail()}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def restart(self, kill: bool = True) -> None:
+        self.stop(kill=kill)
+        self.start()
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(f"unix://{self.socket}")
+
+    def runtime(self) -> api_pb2_grpc.RuntimeServiceStub:
+        return api_pb2_grpc.RuntimeServiceStub(self.channel())
+
+    def image(self) -> api_pb2_grpc.ImageServiceStub:
+        return api_pb2_grpc.ImageServiceStub(self.channel())
+
+
+def pod_config(name: str | None = None, **kw: object) -> api_pb2.PodSandboxConfig:
+    name = name or f"pod-{uuid.uuid4().hex[:8]}"
+    cfg = api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name=name, namespace="e2e", uid=uuid.uuid4().hex,
+                                            attempt=0),
+        hostname=name,
+        labels={"app": "e2e"},
+    )
+    for key, value in kw.items():
+        if isinstance(value, dict):
+            getattr(cfg, key).clear()
+            getattr(cfg, key).update(value)
+        else:
+            setattr(cfg, key, value)
+    return cfg
+
+

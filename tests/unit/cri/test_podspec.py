@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from cri.api import api_pb2
+from cri.config import PycriConfig
+from cri.errors import InvalidArgument
+from cri.runtime.podspec import plan
+
+
+def cfg(**kw: object) -> api_pb2.PodSandboxConfig:
+    c = api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name="web", namespace="default", uid="u1"))
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def test_defaults() -> None:
+    p = plan(PycriConfig(), cfg())
+    assert p.cgroup_parent == "/pycri/podu1"
+    assert (p.host_network, p.host_ipc, p.host_pid, p.share_pid) == (False, False, False, True)
+    assert p.hostname == "web" and p.memory_limit is None
+
+
+def test_kubelet_cgroup_parent_memory_limit_and_overhead() -> None:
+    c = cfg()
+    c.linux.cgroup_parent = "/kubepods/burstable/podu1"
+    c.linux.resources.memory_limit_in_bytes = 100 << 20
+    c.linux.overhead.memory_limit_in_bytes = 10 << 20
+    p = plan(PycriConfig(), c)
+    assert p.cgroup_parent == "/kubepods/burstable/podu1"
+    assert p.memory_limit == 110 << 20
+
+
+def test_default_sysctls_merge_and_pod_wins() -> None:
+    conf = PycriConfig()
+    conf.runtime.default_sysctls = ["net.ipv4.ping_group_range=0 2147483647",
+                                    "kernel.shm_rmid_forced=0"]
+    c = cfg()
+    c.linux.sysctls["kernel.shm_rmid_forced"] = "1"
+    p = plan(conf, c)
+    assert p.sysctls == {"net.ipv4.ping_group_range": "0 2147483647", "kernel.shm_rmid_forced": "1"}
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda c: c.ClearField("metadata"),
+    lambda c: setattr(c.metadata, "uid", ""),
+    lambda c: setattr(c.metadata, "name", "a/b"),
+    lambda c: setattr(c.metadata, "namespace", "x;K8S_POD_NAME=evil"),
+    lambda c: setattr(c.linux, "cgroup_parent", "/kubepods/../../etc"),
+    lambda c: setattr(c.linux, "cgroup_parent", "kubepods.slice"),
+    lambda c: c.linux.sysctls.update({"kernel.core_pattern": "|/x"}),
+    lambda c: setattr(c.linux.security_context.namespace_options, "pid",
+                      api_pb2.NamespaceMode.TARGET),
+])
+def test_bad_input_is_invalid_argument(mutate: object) -> None:
+    c = cfg()
+    mutate(c)  # type: ignore[operator]
+    with pytest.raises(InvalidArgument):
+        plan(PycriConfig(), c)
