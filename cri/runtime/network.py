@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cni.errors import CNIError, CNITimeout
-from cni.network import CNINetwork
-
 from cni import config as cniconfig
 from cni import k8s
+from cni.errors import CNIError, CNITimeout
+from cni.network import CNINetwork
 from cri.config import Config
 from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument
 from cri.store.sandbox import Sandbox
