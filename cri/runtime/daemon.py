@@ -36,6 +36,11 @@ class Runtime:
             runc_timeout=config.runtime.runtime_timeout,
         )
         self.network = PodNetwork(config)
+        if config.image.pause_image:
+            # Image-based infra needs the image service (a later piece of work); until then the
+            # built-in pause is used, which is also what works offline.
+            log.warning("pause_image %r is not supported yet; using the built-in pause (%s)",
+                        config.image.pause_image, config.runtime.pause_binary)
         self.exits = ExitWatcher(self.exits_dir, self._on_exit)
         # Operations on one pod are serialised; different pods proceed in parallel.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import grpc
 import pytest
 
 from cri.api import api_pb2
-from tests.e2e.helpers import Daemon, pod_config
+from tests.e2e.helpers import REPO, Daemon, pod_config
 
 pytestmark = pytest.mark.e2e
 
@@ -259,3 +260,27 @@ def test_restart_keeps_pods_and_notices_dead_infra(daemon: Daemon, rt) -> None:
     finally:
         for i in (keep, dies):
             remove(rt, i)
+
+
+def test_sigterm_leaves_pods_running(daemon: Daemon, rt) -> None:
+    pod_id = run(rt, pod_config())
+    pid = __import__("json").loads(status(rt, pod_id, True).info["info"])["pid"]
+    daemon.stop()  # SIGTERM: a clean shutdown
+    assert not daemon.socket.exists()
+    assert Path(f"/proc/{pid}").exists(), "the infra must outlive the daemon"
+    daemon.start()
+    rt = daemon.runtime()
+    try:
+        assert status(rt, pod_id).status.state == READY
+    finally:
+        remove(rt, pod_id)
+
+
+def test_second_daemon_on_a_live_socket_is_refused(daemon: Daemon, rt) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "cri", "serve", "--config", str(daemon.config_path)],
+        capture_output=True, text=True, timeout=30, cwd=REPO,
+    )
+    assert out.returncode == 1
+    assert "in use" in out.stderr
+    rt.Version(api_pb2.VersionRequest(), timeout=5)  # the first one is unharmed
