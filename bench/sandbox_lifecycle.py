@@ -9,6 +9,7 @@ Starts its own daemon (own root, socket, bridge and subnet, as the e2e tests do)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shutil
 import statistics
@@ -77,6 +78,9 @@ def main() -> int:
         if daemon is not None:
             daemon.stop()
             subprocess.run(["ip", "link", "del", daemon.bridge], capture_output=True, check=False)
+            for hier in Path("/sys/fs/cgroup").iterdir():
+                with contextlib.suppress(OSError):
+                    (hier / daemon.cgroup_parent.lstrip("/")).rmdir()
             shutil.rmtree(daemon.base, ignore_errors=True)
     print(f"{args.n} sequential pods")
     print(f"{'operation':<18}{'p50 ms':>9}{'p90 ms':>9}{'mean ms':>9}{'target p50':>12}")

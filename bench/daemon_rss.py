@@ -1,0 +1,68 @@
+"""Daemon RSS idle and with N pods (DESIGN.md target: <= 60 MB idle, <= 70 MB with 30 pods).
+
+    .venv/bin/python bench/daemon_rss.py [-n 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cri.api import api_pb2
+from tests.e2e.helpers import Daemon, pod_config
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=30)
+    args = ap.parse_args()
+    tag = uuid.uuid4().hex[:6]
+    base = Path(f"/tmp/pycri-bench-{tag}")
+    base.mkdir(mode=0o700)
+    d = Daemon(base, tag, random.randint(200, 250))
+    d.config_path.write_text(d.config_path.read_text().replace('"debug"', '"info"'))
+    d.start()
+    assert d.proc is not None
+    stub = d.runtime()
+    ids: list[str] = []
+    try:
+        time.sleep(1)
+        idle = rss_mb(d.proc.pid)
+        for _ in range(args.n):
+            ids.append(stub.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=pod_config()),
+                                          timeout=60).pod_sandbox_id)
+        stub.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10)
+        loaded = rss_mb(d.proc.pid)
+    finally:
+        for i in ids:
+            stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=i), timeout=60)
+            stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=i), timeout=60)
+        d.stop()
+        subprocess.run(["ip", "link", "del", d.bridge], capture_output=True, check=False)
+        for hier in Path("/sys/fs/cgroup").iterdir():
+            with contextlib.suppress(OSError):
+                (hier / d.cgroup_parent.lstrip("/")).rmdir()
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"daemon RSS idle {idle:.1f} MB (target <= 60), with {args.n} pods {loaded:.1f} MB "
+          f"(target <= 70)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
