@@ -1,11 +1,15 @@
-"""ImageService servicer. The image issue fills these in; until then each RPC answers
-UNIMPLEMENTED naming itself (see cri.runtime.unimplemented)."""
+"""ImageService servicer. ImageFsInfo works now (clients probe it on connect); the image issue
+fills in the rest, which until then answer UNIMPLEMENTED naming themselves."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Any
 
-from cri.api import api_pb2_grpc
+import grpc
+
+from cri.api import api_pb2, api_pb2_grpc
+from cri.image.image_fs_info import image_fs_info
 from cri.runtime.unimplemented import fill_unimplemented
 
 if TYPE_CHECKING:
@@ -15,6 +19,12 @@ if TYPE_CHECKING:
 class ImageServicer(api_pb2_grpc.ImageServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+
+    async def ImageFsInfo(self, request: api_pb2.ImageFsInfoRequest,
+                          context: grpc.aio.ServicerContext[Any, Any]
+                          ) -> api_pb2.ImageFsInfoResponse:
+        rt = self.runtime
+        return await asyncio.to_thread(image_fs_info, rt.image_root, rt.container_root)
 
 
 fill_unimplemented(ImageServicer, "ImageService")

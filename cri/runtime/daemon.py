@@ -27,6 +27,8 @@ class Runtime:
         self.sandboxes = SandboxStore(root)
         self.run_dir = runroot / "sandboxes"
         self.exits_dir = runroot / "exits"
+        self.image_root = root / "images"  # the image store (content and unpacked layers)
+        self.container_root = root / "containers"  # container writable layers
         self.oci = OCIRuntime(
             runtime_path=Path(config.runtime.runtime_path),
             conmon_path=Path(config.runtime.conmon_path),
@@ -94,7 +96,7 @@ class Runtime:
         """Recover state written by an earlier daemon (kill -9 included)."""
         from cri.runtime.recovery import recover
 
-        for d in (self.run_dir, self.exits_dir):
+        for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         await recover(self)
         self.exits.start()
