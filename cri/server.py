@@ -40,6 +40,7 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
+    logging.getLogger("grpc").setLevel(logging.INFO)  # its debug level logs every poll
 
 
 def claim_socket(path: Path) -> None:

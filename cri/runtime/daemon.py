@@ -99,7 +99,6 @@ class Runtime:
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         await recover(self)
-        self.exits.start()
 
     async def close(self) -> None:
         self.exits.close()

@@ -110,16 +110,19 @@ class PodNetwork:
         return [str(ip) for ip in result.pod_ips(IFNAME)]
 
     async def teardown(self, pod: Sandbox) -> None:
-        """CNI DEL with the cached result; fine when the netns or an earlier ADD is gone."""
-        self._reload()
-        network = self._network
+        """CNI DEL with the cached result; fine when the netns or an earlier ADD is gone.
+
+        DEL goes to the network the pod was added to, rebuilt from the CNI cache (as libcni
+        does), even if the conf dir changed since; the current network only without a cache.
+        """
+        network = CNINetwork.from_cache(self.cache_dir, pod.meta.infra_id, IFNAME,
+                                        self.plugin_dirs, timeout=self.timeout)
         if network is None:
-            # The config was removed after ADD: DEL from the cached config, as libcni does.
-            network = CNINetwork.from_cache(self.cache_dir, pod.meta.infra_id, IFNAME,
-                                            self.plugin_dirs, timeout=self.timeout)
-            if network is None:
-                log.warning("no CNI config or cache for pod %s; skipping CNI DEL", pod.id)
-                return
+            self._reload()
+            network = self._network
+        if network is None:
+            log.warning("no CNI config or cache for pod %s; skipping CNI DEL", pod.id)
+            return
         args, caps = self._args(pod)
         try:
             await network.delete(pod.meta.infra_id, Path(pod.meta.netns_path), IFNAME,

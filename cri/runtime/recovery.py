@@ -43,5 +43,7 @@ async def _reconcile(rt: Runtime, pod: Sandbox) -> None:
 
 async def recover(rt: Runtime) -> None:
     done, unfinished = rt.sandboxes.load()
+    # Exits are watched before anything is torn down: stopping an infra waits for its exit.
+    rt.exits.start()
     await asyncio.gather(*(_finish_unfinished(rt, p) for p in unfinished))
     await asyncio.gather(*(_reconcile(rt, p) for p in done))

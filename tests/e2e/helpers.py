@@ -46,6 +46,8 @@ class Daemon:
         self.socket = base / "run" / "pycri.sock"
         self.conf_dir = base / "cni"
         self.ipam_dir = base / "ipam"
+        self.plugin_dir = base / "plugins"  # test-only plugins, searched before the real ones
+        self.plugin_dir.mkdir(parents=True)
         self.cgroup_parent = f"/pycri-e2e-{tag}"
         self.log = base / "daemon.log"
         self.config_path = base / "pycri.conf"
@@ -60,7 +62,7 @@ class Daemon:
             "[pycri.runtime]\n"
             f'default_cgroup_parent = "{self.cgroup_parent}"\n'
             "[pycri.network]\n"
-            f'conf_dir = "{self.conf_dir}"\nplugin_dirs = ["{PLUGIN_DIR}"]\n'
+            f'conf_dir = "{self.conf_dir}"\nplugin_dirs = ["{self.plugin_dir}", "{PLUGIN_DIR}"]\n'
             f'netns_dir = "/var/run/netns"\n'
         )
 
