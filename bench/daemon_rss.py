@@ -6,10 +6,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
-import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -53,12 +50,7 @@ def main() -> int:
         for i in ids:
             stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=i), timeout=60)
             stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=i), timeout=60)
-        d.stop()
-        subprocess.run(["ip", "link", "del", d.bridge], capture_output=True, check=False)
-        for hier in Path("/sys/fs/cgroup").iterdir():
-            with contextlib.suppress(OSError):
-                (hier / d.cgroup_parent.lstrip("/")).rmdir()
-        shutil.rmtree(base, ignore_errors=True)
+        d.cleanup()
     print(f"daemon RSS idle {idle:.1f} MB (target <= 60), with {args.n} pods {loaded:.1f} MB "
           f"(target <= 70)")
     return 0

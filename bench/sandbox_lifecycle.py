@@ -9,11 +9,8 @@ Starts its own daemon (own root, socket, bridge and subnet, as the e2e tests do)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -76,12 +73,7 @@ def main() -> int:
         results = bench(stub, args.n)
     finally:
         if daemon is not None:
-            daemon.stop()
-            subprocess.run(["ip", "link", "del", daemon.bridge], capture_output=True, check=False)
-            for hier in Path("/sys/fs/cgroup").iterdir():
-                with contextlib.suppress(OSError):
-                    (hier / daemon.cgroup_parent.lstrip("/")).rmdir()
-            shutil.rmtree(daemon.base, ignore_errors=True)
+            daemon.cleanup()
     print(f"{args.n} sequential pods")
     print(f"{'operation':<18}{'p50 ms':>9}{'p90 ms':>9}{'mean ms':>9}{'target p50':>12}")
     for op, samples in results.items():

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.errors import NetnsError
+from sandbox.libc import MNT_DETACH, libc
 
 NETNS_RUN_DIR = Path("/var/run/netns")
 
@@ -31,7 +32,6 @@ CLONE_NEWNET = 0x40000000
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SHARED = 0x100000
-MNT_DETACH = 0x2
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -40,21 +40,6 @@ _MAX_STACKED = 16
 # A file name, never a path: no '/', and not '.' or '..'.
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_void_p,
-]
-_libc.mount.restype = ctypes.c_int
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.umount2.restype = ctypes.c_int
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.unshare.restype = ctypes.c_int
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.setns.restype = ctypes.c_int
 
 
 def _oserror(what: str, path: Path | str) -> OSError:
@@ -103,7 +88,7 @@ def remove(path: Path) -> None:
         raise NetnsError(f"refusing to remove {str(path)!r}: not a network namespace pin path")
     target = os.fsencode(path)
     for _ in range(_MAX_STACKED):
-        if _libc.umount2(target, MNT_DETACH) != 0:
+        if libc.umount2(target, MNT_DETACH) != 0:
             if ctypes.get_errno() in (errno.EINVAL, errno.ENOENT):  # not (or no more) mounted
                 break
             raise NetnsError(f"cannot unmount {path}: {_oserror('umount2', path)}")
@@ -121,7 +106,7 @@ def loopback_up(path: Path) -> None:
     def enter_and_raise_lo() -> None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
                 raise _oserror("setns", path)
         finally:
             os.close(fd)
@@ -142,22 +127,22 @@ def _make_shared(run_dir: Path) -> None:
     iproute2 does, so an unmounted or re-mounted run dir is repaired (one syscall).
     """
     target = os.fsencode(run_dir)
-    if _libc.mount(b"none", target, None, MS_SHARED | MS_REC, None) == 0:
+    if libc.mount(b"none", target, None, MS_SHARED | MS_REC, None) == 0:
         return
     if ctypes.get_errno() != errno.EINVAL:  # EINVAL: not a mount point yet
         raise _oserror("make shared", run_dir)
-    if _libc.mount(target, target, b"none", MS_BIND | MS_REC, None) != 0:
+    if libc.mount(target, target, b"none", MS_BIND | MS_REC, None) != 0:
         raise _oserror("bind onto itself", run_dir)
-    if _libc.mount(b"none", target, None, MS_SHARED | MS_REC, None) != 0:
+    if libc.mount(b"none", target, None, MS_SHARED | MS_REC, None) != 0:
         raise _oserror("make shared", run_dir)
 
 
 def _unshare_and_pin(pin: Path) -> None:
     # Runs in a throwaway thread: unshare(CLONE_NEWNET) moves only the calling thread.
-    if _libc.unshare(CLONE_NEWNET) != 0:
+    if libc.unshare(CLONE_NEWNET) != 0:
         raise _oserror("unshare(CLONE_NEWNET)", pin)
     source = f"/proc/self/task/{threading.get_native_id()}/ns/net"
-    if _libc.mount(source.encode(), os.fsencode(pin), b"none", MS_BIND, None) != 0:
+    if libc.mount(source.encode(), os.fsencode(pin), b"none", MS_BIND, None) != 0:
         raise _oserror("bind mount netns", pin)
     _lo_up()
 

@@ -13,28 +13,18 @@ import errno
 import os
 from pathlib import Path
 
+from sandbox.libc import MNT_DETACH, libc
+
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024  # Docker's and CRI-O's default
 MAX_SHM_SIZE = (1 << 62) - 1  # far beyond any RAM, far below what overflows the kernel's parser
 
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
-MNT_DETACH = 0x2
 
 # A bound on unmount attempts: enough to peel a few stacked mounts, never a busy loop.
 _MAX_STACKED = 16
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_void_p,
-]
-_libc.mount.restype = ctypes.c_int
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.umount2.restype = ctypes.c_int
 
 
 def _check(ret: int, what: str, path: Path) -> None:
@@ -61,7 +51,7 @@ def mount_shm(path: Path, size_bytes: int = DEFAULT_SHM_SIZE) -> None:
     if path.is_mount():
         raise OSError(errno.EBUSY, "already a mount point", str(path))
     data = f"mode=1777,size={size_bytes}".encode()
-    ret = _libc.mount(b"shm", os.fsencode(path), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, data)
+    ret = libc.mount(b"shm", os.fsencode(path), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, data)
     _check(ret, "mount tmpfs", path)
 
 
@@ -76,7 +66,7 @@ def unmount_shm(path: Path) -> None:
         raise ValueError(f"refusing to unmount {str(path)!r}: not an absolute shm path")
     target = os.fsencode(path)
     for _ in range(_MAX_STACKED):
-        if _libc.umount2(target, MNT_DETACH) != 0:
+        if libc.umount2(target, MNT_DETACH) != 0:
             err = ctypes.get_errno()
             if err in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
                 break

@@ -4,14 +4,16 @@ start-up recovery and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cri.config import Config
+from cri.errors import NotFound
 from cri.runtime.network import PodNetwork
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
 from sandbox.oci.exits import ExitWatcher
@@ -59,6 +61,18 @@ class Runtime:
 
     def lock(self, ident: str) -> asyncio.Lock:
         return self._locks[ident]
+
+    @contextlib.asynccontextmanager
+    async def locked_pod(self, prefix: str) -> AsyncIterator[Sandbox | None]:
+        """The pod ``prefix`` names, held under its lock; None when there is no such pod (or
+        it was removed while we waited), which Stop and Remove treat as success."""
+        try:
+            pod = self.sandboxes.lookup(prefix)
+        except NotFound:
+            yield None
+            return
+        async with self.lock(pod.id):
+            yield pod if self.sandboxes.get(pod.id) is pod else None
 
     def forget_lock(self, ident: str) -> None:
         self._locks.pop(ident, None)

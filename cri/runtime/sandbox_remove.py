@@ -7,7 +7,6 @@ import asyncio
 import logging
 import shutil
 
-from cri.errors import NotFound
 from cri.runtime import infra
 from cri.runtime.daemon import Runtime
 from cri.runtime.sandbox_stop import stop
@@ -18,13 +17,9 @@ log = logging.getLogger(__name__)
 
 
 async def remove_pod_sandbox(rt: Runtime, pod_id: str) -> None:
-    try:
-        pod = rt.sandboxes.lookup(pod_id)
-    except NotFound:
-        log.info("RemovePodSandbox: %s not found; nothing to remove", pod_id)
-        return
-    async with rt.lock(pod.id):
-        if rt.sandboxes.get(pod.id) is None:  # removed while we waited for the lock
+    async with rt.locked_pod(pod_id) as pod:
+        if pod is None:
+            log.info("RemovePodSandbox: %s not found; nothing to remove", pod_id)
             return
         await teardown(rt, pod)
         rt.sandboxes.delete(pod)

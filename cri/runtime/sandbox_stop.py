@@ -11,7 +11,6 @@ import logging
 import time
 from pathlib import Path
 
-from cri.errors import NotFound
 from cri.runtime import infra
 from cri.runtime.daemon import Runtime
 from cri.store.sandbox import Sandbox, SandboxState
@@ -21,12 +20,10 @@ log = logging.getLogger(__name__)
 
 
 async def stop_pod_sandbox(rt: Runtime, pod_id: str) -> None:
-    try:
-        pod = rt.sandboxes.lookup(pod_id)
-    except NotFound:
-        log.info("StopPodSandbox: %s not found; nothing to stop", pod_id)
-        return
-    async with rt.lock(pod.id):
+    async with rt.locked_pod(pod_id) as pod:
+        if pod is None:
+            log.info("StopPodSandbox: %s not found; nothing to stop", pod_id)
+            return
         await stop(rt, pod)
 
 

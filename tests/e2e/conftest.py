@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -30,12 +28,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         left = session_leftovers(d)
         assert not left, f"leaked after the e2e session: {left}"
     finally:
-        d.stop()
-        subprocess.run(["ip", "link", "del", d.bridge], capture_output=True, check=False)
-        for hier in Path("/sys/fs/cgroup").iterdir():
-            with contextlib.suppress(OSError):
-                (hier / d.cgroup_parent.lstrip("/")).rmdir()
-        shutil.rmtree(base, ignore_errors=True)
+        d.cleanup()
 
 
 def session_leftovers(d: Daemon) -> list[str]:

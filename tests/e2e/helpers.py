@@ -3,6 +3,7 @@ and subnet, driven over its unix socket with the generated gRPC stubs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -114,6 +115,15 @@ class Daemon:
     def restart(self, kill: bool = True) -> None:
         self.stop(kill=kill)
         self.start()
+
+    def cleanup(self) -> None:
+        """Stop the daemon and remove what the session made: bridge, cgroup parent, base dir."""
+        self.stop()
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+        for hier in Path("/sys/fs/cgroup").iterdir():
+            with contextlib.suppress(OSError):
+                (hier / self.cgroup_parent.lstrip("/")).rmdir()
+        shutil.rmtree(self.base, ignore_errors=True)
 
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])

@@ -284,3 +284,23 @@ def test_second_daemon_on_a_live_socket_is_refused(daemon: Daemon, rt) -> None:
     assert out.returncode == 1
     assert "in use" in out.stderr
     rt.Version(api_pb2.VersionRequest(), timeout=5)  # the first one is unharmed
+
+
+def test_concurrent_stop_and_remove_both_succeed(daemon: Daemon, rt) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = pod_config()
+    pod_id = run(rt, cfg)
+    ip = status(rt, pod_id).status.network.ip
+    with ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(rt.StopPodSandbox,
+                             api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=60),
+                 pool.submit(rt.RemovePodSandbox,
+                             api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60),
+                 pool.submit(rt.StopPodSandbox,
+                             api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=60),
+                 pool.submit(rt.RemovePodSandbox,
+                             api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)]
+        for c in calls:
+            c.result()
+    assert traces(daemon, pod_id, ip, cfg.metadata.uid) == []
