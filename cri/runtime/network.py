@@ -132,6 +132,20 @@ class PodNetwork:
         except CNIError as exc:
             raise Internal(f"CNI DEL for pod {pod.id} failed: {exc}") from exc
 
+    async def check(self, pod: Sandbox) -> str | None:
+        """CNI CHECK of a pod's network; None when healthy, else why not (for the log)."""
+        network = CNINetwork.from_cache(self.cache_dir, pod.meta.infra_id, IFNAME,
+                                        self.plugin_dirs, timeout=self.timeout)
+        if network is None:
+            return "no cached CNI result"
+        args, caps = self._args(pod)
+        try:
+            await network.check(pod.meta.infra_id, Path(pod.meta.netns_path), IFNAME,
+                                args=args, capability_args=caps)
+        except CNIError as exc:
+            return str(exc)
+        return None
+
     def cached_result(self, pod: Sandbox) -> Any:
         if self._network is None or not pod.meta.netns_path:
             return None

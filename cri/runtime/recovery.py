@@ -39,6 +39,18 @@ async def _reconcile(rt: Runtime, pod: Sandbox) -> None:
         log.warning("infra of pod sandbox %s is gone; marking it NOTREADY", pod.id)
         pod.set_state(SandboxState.NOTREADY)
         rt.sandboxes.save(pod)
+    elif pod.status.network_ready:
+        # The node may have changed under a running pod (a flushed bridge, a lost lease):
+        # CNI CHECK says so in the log, without holding up start-up.
+        rt.spawn(_check_network(rt, pod))
+
+
+async def _check_network(rt: Runtime, pod: Sandbox) -> None:
+    problem = await rt.network.check(pod)
+    if problem:
+        log.warning("pod sandbox %s: CNI CHECK failed after restart: %s", pod.id, problem)
+    else:
+        log.info("pod sandbox %s: network checked after restart", pod.id)
 
 
 async def recover(rt: Runtime) -> None:

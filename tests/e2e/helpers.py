@@ -125,6 +125,14 @@ class Daemon:
                 (hier / self.cgroup_parent.lstrip("/")).rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
 
+    def wait_for_log(self, text: str, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log.read_text(errors="replace"):
+                return True
+            time.sleep(0.05)
+        return False
+
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 

@@ -255,6 +255,7 @@ def test_restart_keeps_pods_and_notices_dead_infra(daemon: Daemon, rt) -> None:
         assert after.network.ip == before[keep].status.network.ip
         assert after.created_at == before[keep].status.created_at
         assert status(rt, dies).status.state == NOTREADY
+        assert daemon.wait_for_log(f"pod sandbox {keep}: network checked after restart")
         ping = subprocess.run(["ping", "-c1", "-W2", after.network.ip], capture_output=True)
         assert ping.returncode == 0
     finally:

@@ -103,6 +103,10 @@ def test_daemon_killed_mid_run_leaves_nothing_after_restart(daemon: Daemon, rt) 
         while not mark.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert mark.exists(), "the slow ADD never started"
+        # What the half-made pod recorded before making anything: its id and netns pin.
+        (meta_file,) = (daemon.root / "sandboxes").glob("*/meta.json")
+        meta = json.loads(meta_file.read_text())
+        assert Path(meta["netns_path"]).exists()
         daemon.stop(kill=True)  # kill -9 while the pod is half made
         t.join(30)
         assert errors and errors[0].code() == grpc.StatusCode.UNAVAILABLE
@@ -114,7 +118,9 @@ def test_daemon_killed_mid_run_leaves_nothing_after_restart(daemon: Daemon, rt) 
     names = [p.metadata.name for p in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items]
     assert cfg.metadata.name not in names
     assert not list((daemon.root / "sandboxes").iterdir())
-    assert not list(Path("/var/run/netns").glob("pycri-*")), "a netns pin leaked"
+    assert not Path(meta["netns_path"]).exists(), "a netns pin leaked"
+    assert not (daemon.runroot / "sandboxes" / meta["id"]).exists()
+    assert meta["id"] not in Path("/proc/self/mountinfo").read_text()
     for hier in Path("/sys/fs/cgroup").iterdir():
         assert not (hier / daemon.cgroup_parent.lstrip("/") / f"pod{cfg.metadata.uid}").exists()
     # The name is free again: the kubelet's retry succeeds.
