@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cri.api import api_pb2
-from cri.errors import InvalidArgument
+from cri.errors import FailedPrecondition, InvalidArgument
 from cri.runtime import infra, podspec
 from cri.runtime.daemon import Runtime
 from cri.store.sandbox import Sandbox, SandboxMeta, SandboxState, SandboxStatus
@@ -39,6 +39,10 @@ async def run_pod_sandbox(rt: Runtime, config: api_pb2.PodSandboxConfig, handler
     plan = podspec.plan(rt.config, config)  # every check that needs no side effect, first
     if handler not in HANDLERS:
         raise InvalidArgument(f"runtime handler {handler!r} is not configured (have: runc)")
+    if not plan.host_network:
+        net = rt.network.readiness()
+        if not net.ready:  # refuse before anything is made, not half-way through
+            raise FailedPrecondition(f"pod network is not ready: {net.message}")
     pod_id = secrets.token_hex(32)
     name = sandbox_name(config.metadata)
     rt.sandboxes.names.reserve(name, pod_id)

@@ -81,6 +81,12 @@ def test_network_not_ready_without_cni_config(daemon: Daemon, rt) -> None:
         st = rt.Status(api_pb2.StatusRequest(), timeout=5)
         net = next(c for c in st.status.conditions if c.type == "NetworkReady")
         assert not net.status and net.reason and str(daemon.conf_dir) in net.message
+        with pytest.raises(grpc.RpcError) as err:
+            run(rt, pod_config())
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        host = pod_config()
+        host.linux.security_context.namespace_options.network = NODE
+        remove(rt, run(rt, host))  # host-network pods need no CNI
     finally:
         (daemon.conf_dir / "10-e2e.disabled").rename(conf)
     st = rt.Status(api_pb2.StatusRequest(), timeout=5)
