@@ -78,8 +78,10 @@ async def _create(rt: Runtime, pod_id: str, name: str, config: api_pb2.PodSandbo
         run_dir=str(run_dir),
         netns_path="" if plan.host_network else str(rt.network.netns_dir / f"pycri-{pod_id[:16]}"),
         cgroup_parent=plan.cgroup_parent,
-        # Only a cgroup we make is ours to remove (the kubelet owns the ones it sends).
-        cgroup_created=not await asyncio.to_thread(cgroups.pod_cgroup_exists, plan.cgroup_parent),
+        # Only a cgroup we make is ours to remove: one the kubelet made (in any hierarchy) is
+        # the kubelet's. The decision is recorded before anything exists, so recovery after a
+        # crash mid-creation still removes what we made.
+        cgroup_created=not await asyncio.to_thread(_cgroup_anywhere, plan.cgroup_parent),
         hostname=plan.hostname,
         shm_path="" if plan.host_ipc else str(run_dir / "shm"),
         infra_id=pod_id,
@@ -91,10 +93,10 @@ async def _create(rt: Runtime, pod_id: str, name: str, config: api_pb2.PodSandbo
         undo.callback(rt.sandboxes.discard, pod_id)
         run_dir.mkdir(mode=0o700, parents=True)
         undo.callback(shutil.rmtree, run_dir, True)
+        # Also for a cgroup the kubelet made: swap is disabled for every pod, and the limits
+        # are (re)applied; only one we made is removed again.
+        await asyncio.to_thread(cgroups.create_pod_cgroup, plan.cgroup_parent, plan.memory_limit)
         if meta.cgroup_created:
-            await asyncio.to_thread(
-                cgroups.create_pod_cgroup, plan.cgroup_parent, plan.memory_limit
-            )
             undo.push_async_callback(asyncio.to_thread, cgroups.remove_pod_cgroup, plan.cgroup_parent)
         await asyncio.to_thread(_write_pod_files, run_dir, config, plan)
         if meta.shm_path:
@@ -127,6 +129,10 @@ async def _create(rt: Runtime, pod_id: str, name: str, config: api_pb2.PodSandbo
         undo.pop_all()
     log.info("pod sandbox %s (%s) is ready, ip %s", pod_id, name, ",".join(pod.status.ips) or "-")
     return pod_id
+
+
+def _cgroup_anywhere(path: str) -> bool:
+    return any(d.is_dir() for d in cgroups.pod_cgroup_dirs(path))
 
 
 def _write_pod_files(run_dir: Path, config: api_pb2.PodSandboxConfig, plan: podspec.PodPlan) -> None:

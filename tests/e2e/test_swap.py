@@ -3,6 +3,7 @@ OOM-killed, never swapped (cgroup v1 here: memsw == limit, swappiness 0)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,3 +64,32 @@ def test_pod_over_its_limit_is_oom_killed_not_swapped(daemon: Daemon, rt, host_s
         assert int(oom["oom_kill"]) >= 1
     finally:
         remove(rt, pod_id)
+
+
+def test_swap_disabled_in_a_cgroup_the_kubelet_made(daemon: Daemon, rt) -> None:
+    if not (MEMCG / "memory.memsw.limit_in_bytes").exists():
+        pytest.skip("needs cgroup v1 memory with swap accounting")
+    cfg = pod_config()
+    parent = f"{daemon.cgroup_parent}/kubelet/pod{cfg.metadata.uid}"
+    # The kubelet's cgroupfs manager makes the v1 dirs (not the hybrid unified one).
+    made = [h / parent.lstrip("/") for h in Path("/sys/fs/cgroup").iterdir()
+            if h.name != "unified"]
+    for d in made:
+        d.mkdir(parents=True)
+    cfg.linux.cgroup_parent = parent
+    cfg.linux.resources.memory_limit_in_bytes = LIMIT
+    try:
+        pod_id = run(rt, cfg)
+        pod_cg = MEMCG / parent.lstrip("/")
+        assert int((pod_cg / "memory.memsw.limit_in_bytes").read_text()) == LIMIT
+        assert int((pod_cg / "memory.swappiness").read_text()) == 0
+        remove(rt, pod_id)
+        assert pod_cg.is_dir(), "the kubelet's cgroup is the kubelet's to remove"
+    finally:
+        for d in made:
+            d.rmdir()
+            d.parent.rmdir()
+        unified = Path("/sys/fs/cgroup/unified") / parent.lstrip("/")
+        for d in (unified, unified.parent):
+            with contextlib.suppress(FileNotFoundError):
+                d.rmdir()
