@@ -84,6 +84,7 @@ class Daemon:
                     },
                 },
                 {"type": "portmap", "capabilities": {"portMappings": True}},
+                {"type": "bandwidth", "capabilities": {"bandwidth": True}},
             ],
         }
         (self.conf_dir / "10-e2e.conflist").write_text(json.dumps(conf))
@@ -125,10 +126,12 @@ class Daemon:
                 (hier / self.cgroup_parent.lstrip("/")).rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def wait_for_log(self, text: str, timeout: float = 30) -> bool:
+    def wait_for_log(self, *texts: str, timeout: float = 30) -> bool:
+        """True once any of ``texts`` is in the daemon's log (False at the timeout)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.log.read_text(errors="replace"):
+            log = self.log.read_text(errors="replace")
+            if any(t in log for t in texts):
                 return True
             time.sleep(0.05)
         return False
