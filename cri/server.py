@@ -39,7 +39,6 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("pyroute2").setLevel(logging.WARNING)
     logging.getLogger("grpc").setLevel(logging.INFO)  # its debug level logs every poll
 
 
