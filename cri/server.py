@@ -84,9 +84,9 @@ async def serve(config: Config) -> int:
                  ("grpc.max_send_message_length", MAX_MESSAGE)],
     )
     # The RPCs later work implements are filled in at import (fill_unimplemented), which the
-    # type checker cannot see, hence the abstract-class ignores.
+    # type checker cannot see, hence the abstract-class ignore.
     runtime_servicer = RuntimeServicer(runtime)  # type: ignore[abstract]
-    image_servicer = ImageServicer(runtime)  # type: ignore[abstract]
+    image_servicer = ImageServicer(runtime)
     api_pb2_grpc.add_RuntimeServiceServicer_to_server(runtime_servicer, server)
     api_pb2_grpc.add_ImageServiceServicer_to_server(image_servicer, server)
     sock = config.socket_path

@@ -14,6 +14,7 @@ from typing import Any
 
 from cri.config import Config
 from cri.errors import NotFound
+from cri.image.images import Images
 from cri.runtime.network import PodNetwork
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
 from sandbox.oci.exits import ExitWatcher
@@ -40,11 +41,13 @@ class Runtime:
             runc_timeout=config.runtime.runtime_timeout,
         )
         self.network = PodNetwork(config)
+        self.images = Images(self.image_root, Path(config.image.registries_conf),
+                             pause_image=config.image.pause_image)
         if config.image.pause_image:
-            # Image-based infra needs the image service (a later piece of work); until then the
-            # built-in pause is used, which is also what works offline.
-            log.warning("pause_image %r is not supported yet; using the built-in pause (%s)",
-                        config.image.pause_image, config.runtime.pause_binary)
+            # Running the infra from an image is the next step of the image work; until then
+            # the built-in pause is used (the image is still reported as pinned).
+            log.warning("pause_image %r is not used for the infra yet; using the built-in "
+                        "pause (%s)", config.image.pause_image, config.runtime.pause_binary)
         self.exits = ExitWatcher(self.exits_dir, self._on_exit)
         # Operations on one pod are serialised; different pods proceed in parallel.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -112,10 +115,12 @@ class Runtime:
 
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await asyncio.to_thread(self.images.load)
         await recover(self)
 
     async def close(self) -> None:
         self.exits.close()
+        await self.images.close()
 
     def pods(self) -> list[Sandbox]:
         return list(self.sandboxes)

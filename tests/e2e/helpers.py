@@ -52,6 +52,7 @@ class Daemon:
         self.cgroup_parent = f"/pycri-e2e-{tag}"
         self.log = base / "daemon.log"
         self.config_path = base / "pycri.conf"
+        self.registries_conf = base / "registries.conf"
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf_dir.mkdir(parents=True)
         self.write_cni_config()
@@ -62,6 +63,8 @@ class Daemon:
             f'listen = "{self.socket}"\n'
             "[pycri.runtime]\n"
             f'default_cgroup_parent = "{self.cgroup_parent}"\n'
+            "[pycri.image]\n"
+            f'registries_conf = "{self.registries_conf}"\n'
             "[pycri.network]\n"
             f'conf_dir = "{self.conf_dir}"\nplugin_dirs = ["{self.plugin_dir}", "{PLUGIN_DIR}"]\n'
             f'netns_dir = "/var/run/netns"\n'

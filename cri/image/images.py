@@ -1,0 +1,289 @@
+"""Images: lookups by id, id prefix, tag or digest, and pulls through registries.conf.
+
+Identical concurrent pulls share one task, and so do identical layer downloads; a pull whose
+last waiter gives up is cancelled and leaves nothing behind (temp files live in the store's
+tmp/ and are removed on every exit path, and on start-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from cri.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from cri.image import manifest as mf
+from cri.image.auth import Credentials
+from cri.image.reference import (
+    DEFAULT_DOMAIN,
+    InvalidReference,
+    Reference,
+    image_id,
+    looks_like_id_prefix,
+    parse,
+)
+from cri.image.registries_conf import BlockedRegistry, Endpoint, RegistriesConfWatcher
+from cri.image.registry import (
+    RegistryAuthError,
+    RegistryClient,
+    RegistryError,
+    RegistryNotFound,
+    RegistryUnavailable,
+)
+from cri.image.shared import SharedTasks
+from cri.image.store import ImageRecord, ImageStore, chain_ids
+from cri.image.unpack import UnsafeLayer, unpack_layer
+
+log = logging.getLogger(__name__)
+
+LAYER_PARALLELISM = 3
+BLOB_ATTEMPTS = 3
+PROGRESS_EVERY = 5.0  # seconds between progress lines of a large download
+
+
+class Images:
+    def __init__(self, root: Path, registries_conf: Path, pause_image: str = "",
+                 client: RegistryClient | None = None) -> None:
+        self.store = ImageStore(root)
+        self.conf = RegistriesConfWatcher(registries_conf)
+        self.client = client or RegistryClient()
+        self.pause_image = pause_image
+        self._pulls: SharedTasks[ImageRecord] = SharedTasks()
+        self._layer_jobs: SharedTasks[None] = SharedTasks()
+        self._downloads = asyncio.Semaphore(LAYER_PARALLELISM)
+
+    def load(self) -> None:
+        self.store.load()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # Lookups --------------------------------------------------------------------------------
+    def resolve(self, spec: str) -> ImageRecord | None:
+        """By id (with or without sha256:), unique id prefix, tag or repo digest."""
+        if not spec:
+            return None
+        full = image_id(spec)
+        if full is not None and full in self.store.images:
+            return self.store.images[full]
+        try:
+            ref = parse(spec).normalize()
+        except InvalidReference:
+            ref = None
+        if ref is not None:
+            want = str(ref) if ref.digest is None else f"{ref.name}@{ref.digest}"
+            for rec in self.store.images.values():
+                if want in rec.repo_tags or want in rec.repo_digests:
+                    return rec
+        if looks_like_id_prefix(spec):
+            prefix = spec if spec.startswith("sha256:") else f"sha256:{spec}"
+            found = [r for i, r in self.store.images.items() if i.startswith(prefix)]
+            if len(found) == 1:
+                return found[0]
+        return None
+
+    def is_pinned(self, rec: ImageRecord) -> bool:
+        if not self.pause_image:
+            return False
+        pause = self.resolve(self.pause_image)
+        return pause is not None and pause.id == rec.id
+
+    def remove(self, spec: str) -> None:
+        """Idempotent: an image that is not there is already removed."""
+        rec = self.resolve(spec)
+        if rec is not None:
+            self.store.delete(rec)
+            log.info("image %s removed (tags %s)", rec.id, ", ".join(rec.repo_tags) or "-")
+
+    # Pulls ----------------------------------------------------------------------------------
+    def _candidates(self, image: str) -> list[Reference]:
+        try:
+            ref = parse(image)
+        except InvalidReference as exc:
+            raise InvalidArgument(str(exc)) from exc
+        if ref.domain:
+            return [ref.normalize()]
+        search = self.conf.current().unqualified_search_registries() or [DEFAULT_DOMAIN]
+        return [ref.with_domain(d).normalize() for d in search]
+
+    async def pull(self, image: str, creds: Credentials, deadline: float | None = None
+                   ) -> ImageRecord:
+        """Pull ``image``; callers asking for the same reference share one pull. ``deadline``
+        (seconds) bounds this caller's wait; the pull is cancelled when nobody waits any more."""
+        candidates = self._candidates(image)
+        key = f"{image}\0{creds.identity}"
+        try:
+            async with asyncio.timeout(deadline):
+                return await self._pulls.run(key, lambda: self._pull(image, candidates, creds))
+        except TimeoutError as exc:
+            raise DeadlineExceeded(f"pulling {image} did not finish before the deadline") from exc
+
+    async def _pull(self, image: str, candidates: list[Reference], creds: Credentials
+                    ) -> ImageRecord:
+        tried: list[str] = []
+        unavailable: RegistryError | None = None
+        for cand in candidates:
+            try:
+                endpoints = self.conf.current().endpoints(cand.name)
+            except BlockedRegistry as exc:
+                raise FailedPrecondition(f"pulling {image}: {exc}") from exc
+            for ep in endpoints:
+                tried.append(ep.location)
+                try:
+                    fetched = await self.client.manifest(ep, cand.digest or cand.tag or "latest",
+                                                         creds)
+                except RegistryNotFound:
+                    continue
+                except RegistryUnavailable as exc:
+                    unavailable = exc
+                    log.warning("pulling %s: %s", image, exc)
+                    continue
+                except RegistryAuthError as exc:
+                    raise FailedPrecondition(f"pulling {image} from {ep.host}: {exc}") from exc
+                except mf.ManifestError as exc:
+                    raise Internal(f"pulling {image} from {ep.host}: {exc}") from exc
+                return await self._pull_from(ep, cand, fetched.body, fetched.media_type,
+                                             fetched.digest, creds)
+        if unavailable is not None:
+            raise Unavailable(f"pulling {image}: registry unavailable ({unavailable})")
+        raise NotFound(f"image {image} not found (tried {', '.join(tried)})")
+
+    async def _pull_from(self, ep: Endpoint, cand: Reference, body: bytes, media_type: str,
+                         repo_digest: str, creds: Credentials) -> ImageRecord:
+        start = time.monotonic()
+        try:
+            if cand.digest and repo_digest != cand.digest:
+                raise mf.DigestMismatch(f"{ep.location} served {repo_digest} for {cand.digest}")
+            parsed = mf.parse_manifest(body, media_type)
+            if isinstance(parsed, mf.Index):
+                desc = mf.select_platform(parsed)
+                got = await self.client.manifest(ep, desc.digest, creds)
+                mf.verify_digest(got.body, desc.digest)
+                body = got.body
+                parsed = mf.parse_manifest(body, got.media_type)
+                if not isinstance(parsed, mf.Manifest):
+                    raise mf.ManifestError("an index entry points at another index")
+            manifest_digest = mf.digest_of(body)
+            if parsed.config.size > mf.MAX_MANIFEST_BYTES:
+                raise mf.ManifestError(f"image config is {parsed.config.size} bytes, over the cap")
+            config = await self._small_blob(ep, parsed.config, creds)
+            cfg = mf.parse_image_config(config)
+            layers = [d for d in parsed.layers if d.media_type in mf.LAYER_TYPES]
+            if len(layers) != len(cfg.diff_ids):
+                raise mf.ManifestError(f"{len(layers)} layers but {len(cfg.diff_ids)} diff_ids")
+        except mf.ManifestError as exc:
+            raise Internal(f"pulling {cand}: {exc}") from exc
+        except RegistryNotFound as exc:
+            raise NotFound(f"pulling {cand}: {exc}") from exc
+        except (RegistryUnavailable, RegistryAuthError) as exc:
+            raise Unavailable(f"pulling {cand}: {exc}") from exc
+        chain = chain_ids(cfg.diff_ids)
+        self.store.pin(chain)
+        try:
+            await asyncio.gather(*(
+                self._layer(ep, layer, chain[i], cfg.diff_ids[i], creds)
+                for i, layer in enumerate(layers) if not self.store.has_layer(chain[i])
+            ))
+            size = sum(await asyncio.gather(*(asyncio.to_thread(self.store.layer_size, c)
+                                              for c in chain)))
+            rec = self._record(cand, parsed.config.digest, manifest_digest, repo_digest, chain,
+                               size, cfg.user)
+            self.store.put_blob(manifest_digest, body)
+            self.store.put_blob(parsed.config.digest, config)
+            self.store.save(rec)
+        finally:
+            self.store.unpin(chain)
+        log.info("pulled %s as %s: %d layers, %.1f MB in %.2fs", cand, rec.id, len(chain),
+                 size / 1e6, time.monotonic() - start)
+        return rec
+
+    def _record(self, cand: Reference, config_digest: str, manifest_digest: str,
+                repo_digest: str, chain: list[str], size: int, user: str) -> ImageRecord:
+        rec = self.store.images.get(config_digest) or ImageRecord(
+            id=config_digest, config_digest=config_digest, manifest_digest=manifest_digest,
+            chain_ids=chain, size=size, user=user, pulled_at=time.time_ns())
+        tag = str(Reference(cand.domain, cand.path, cand.tag)) if cand.tag else None
+        digest_ref = f"{cand.name}@{repo_digest}"
+        if tag is not None:
+            for other in self.store.images.values():  # a tag names one image at a time
+                if other.id != rec.id and tag in other.repo_tags:
+                    other.repo_tags.remove(tag)
+                    self.store.save(other)
+            if tag not in rec.repo_tags:
+                rec.repo_tags.append(tag)
+        if digest_ref not in rec.repo_digests:
+            rec.repo_digests.append(digest_ref)
+        return rec
+
+    async def _small_blob(self, ep: Endpoint, desc: mf.Descriptor, creds: Credentials) -> bytes:
+        verifier = mf.DigestVerifier(desc.digest, desc.size)
+        data = bytearray()
+        async for chunk in self.client.blob(ep, desc.digest, creds):
+            verifier.update(chunk)
+            data += chunk
+        verifier.finish()
+        return bytes(data)
+
+    async def _layer(self, ep: Endpoint, desc: mf.Descriptor, chain_id: str, diff_id: str,
+                     creds: Credentials) -> None:
+        await self._layer_jobs.run(
+            chain_id, lambda: self._fetch_layer(ep, desc, chain_id, diff_id, creds))
+
+    async def _fetch_layer(self, ep: Endpoint, desc: mf.Descriptor, chain_id: str, diff_id: str,
+                           creds: Credentials) -> None:
+        tmp = self.store.new_tmp()
+        try:
+            blob = tmp / "blob"
+            async with self._downloads:
+                await self._download(ep, desc, blob, creds)
+            unpacked = tmp / "diff"
+            unpacked.mkdir(mode=0o755)
+            try:
+                with blob.open("rb") as f:
+                    stats = await asyncio.to_thread(unpack_layer, f, unpacked,
+                                                    media_type=desc.media_type)
+            except UnsafeLayer as exc:
+                raise FailedPrecondition(f"layer {desc.digest} refused: {exc}") from exc
+            if stats.diff_id != diff_id:
+                raise Internal(f"layer {desc.digest} unpacks to {stats.diff_id}, "
+                               f"but the image config says {diff_id}")
+            blob.unlink()
+            await asyncio.to_thread(self.store.commit_layer, chain_id, unpacked)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+    async def _download(self, ep: Endpoint, desc: mf.Descriptor, dest: Path,
+                        creds: Credentials) -> None:
+        for attempt in range(1, BLOB_ATTEMPTS + 1):
+            verifier = mf.DigestVerifier(desc.digest, desc.size)
+            last_log = time.monotonic()
+            try:
+                with dest.open("wb") as out:
+                    async for chunk in self.client.blob(ep, desc.digest, creds):
+                        verifier.update(chunk)
+                        out.write(chunk)
+                        if time.monotonic() - last_log > PROGRESS_EVERY:
+                            last_log = time.monotonic()
+                            log.info("layer %s: %d of %d bytes", desc.digest[:19],
+                                     verifier.seen, desc.size)
+                verifier.finish()
+                return
+            except RegistryUnavailable as exc:
+                if attempt == BLOB_ATTEMPTS:
+                    raise Unavailable(f"layer {desc.digest}: {exc}") from exc
+                log.warning("layer %s: %s; retrying (%d/%d)", desc.digest, exc, attempt,
+                            BLOB_ATTEMPTS)
+                await asyncio.sleep(0.5 * 2 ** (attempt - 1))  # back-off on a flaky registry
+            except mf.DigestMismatch as exc:
+                raise Internal(f"layer {desc.digest}: {exc}") from exc
+            except RegistryNotFound as exc:
+                raise NotFound(f"layer {desc.digest}: {exc}") from exc

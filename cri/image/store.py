@@ -1,0 +1,176 @@
+"""The image store: content-addressed, crash-safe, shared layers.
+
+Layout under ``<root>/images``:
+  blobs/sha256/<hex>        manifests and configs, by digest
+  layers/<chain-hex>/diff   one unpacked layer per chain id, shared by every image that has it
+  layers/<chain-hex>/link   the layer's short name; l/<short> -> ../layers/<chain-hex>/diff
+                            keeps overlay lowerdir strings short enough for 100+ layers
+  records/<id-hex>.json     one image: written last, so an image exists only when complete
+  tmp/                      downloads and unpacks in progress; emptied at start-up
+
+Layer reference counts are derived from the image records (never stored), so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cri.store.durable import write_atomic, write_json
+
+log = logging.getLogger(__name__)
+
+
+def chain_ids(diff_ids: list[str] | tuple[str, ...]) -> list[str]:
+    """OCI image-spec ChainIDs: chain(0) = diff(0), chain(n) = sha256(chain(n-1) + " " + diff(n))."""
+    out: list[str] = []
+    for diff in diff_ids:
+        if not out:
+            out.append(diff)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff}".encode()).hexdigest())
+    return out
+
+
+@dataclass
+class ImageRecord:
+    id: str  # sha256:<config digest hex>, the image id every CRI runtime reports
+    config_digest: str
+    manifest_digest: str
+    repo_tags: list[str] = field(default_factory=list)
+    repo_digests: list[str] = field(default_factory=list)
+    chain_ids: list[str] = field(default_factory=list)
+    size: int = 0  # bytes of the unpacked layers
+    user: str = ""
+    pulled_at: int = 0
+
+
+class ImageStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.layers = root / "layers"
+        self.links = root / "l"
+        self.records = root / "records"
+        self.tmp = root / "tmp"
+        self.images: dict[str, ImageRecord] = {}
+        # Layers an unfinished pull has made or relies on: not garbage though no image has them.
+        self.pinned: dict[str, int] = {}
+
+    def pin(self, chain: list[str]) -> None:
+        for c in chain:
+            self.pinned[c] = self.pinned.get(c, 0) + 1
+
+    def unpin(self, chain: list[str]) -> None:
+        for c in chain:
+            left = self.pinned.get(c, 0) - 1
+            if left > 0:
+                self.pinned[c] = left
+            else:
+                self.pinned.pop(c, None)
+
+    # Start-up -------------------------------------------------------------------------------
+    def load(self) -> None:
+        for d in (self.blobs, self.layers, self.links, self.records, self.tmp):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Whatever was in flight when the daemon died is garbage now.
+        for entry in self.tmp.iterdir():
+            shutil.rmtree(entry, ignore_errors=True)
+        for path in sorted(self.records.glob("*.json")):
+            try:
+                rec = ImageRecord(**json.loads(path.read_bytes()))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("ignoring unreadable image record %s: %s", path, exc)
+                continue
+            if all(self.has_layer(c) for c in rec.chain_ids):
+                self.images[rec.id] = rec
+            else:
+                log.warning("image %s misses layers; dropping it", rec.id)
+                path.unlink(missing_ok=True)
+        self.collect_garbage()
+
+    # Blobs ----------------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest.split(":", 1)[1]
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        path = self.blob_path(digest)
+        if not path.exists():
+            write_atomic(path, data)
+
+    def get_blob(self, digest: str) -> bytes:
+        return self.blob_path(digest).read_bytes()
+
+    # Layers ---------------------------------------------------------------------------------
+    def layer_dir(self, chain_id: str) -> Path:
+        return self.layers / chain_id.split(":", 1)[1]
+
+    def has_layer(self, chain_id: str) -> bool:
+        return (self.layer_dir(chain_id) / "link").exists()
+
+    def new_tmp(self) -> Path:
+        path = self.tmp / secrets.token_hex(8)
+        path.mkdir(mode=0o700)
+        return path
+
+    def commit_layer(self, chain_id: str, unpacked: Path) -> None:
+        """Move a fully unpacked layer into place; ``link`` written last marks it complete."""
+        final = self.layer_dir(chain_id)
+        if self.has_layer(chain_id):
+            shutil.rmtree(unpacked, ignore_errors=True)
+            return
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete earlier attempt
+        final.mkdir(mode=0o700)
+        os.rename(unpacked, final / "diff")
+        short = secrets.token_hex(6)
+        os.symlink(f"../layers/{final.name}/diff", self.links / short)
+        write_atomic(final / "link", short.encode())
+
+    def lowerdir(self, chain: list[str]) -> str:
+        """The overlay lowerdir for an image (topmost layer first), through the short links;
+        used relative to the store root (mount with cwd = root) it stays short."""
+        return ":".join(
+            f"l/{(self.layer_dir(c) / 'link').read_text()}" for c in reversed(chain)
+        )
+
+    def layer_size(self, chain_id: str) -> int:
+        total = 0
+        for dirpath, _, files in os.walk(self.layer_dir(chain_id) / "diff"):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+        return total
+
+    # Images ---------------------------------------------------------------------------------
+    def save(self, rec: ImageRecord) -> None:
+        write_json(self.records / f"{rec.id.split(':', 1)[1]}.json", dataclasses.asdict(rec))
+        self.images[rec.id] = rec
+
+    def delete(self, rec: ImageRecord) -> None:
+        (self.records / f"{rec.id.split(':', 1)[1]}.json").unlink(missing_ok=True)
+        self.images.pop(rec.id, None)
+        self.collect_garbage()
+
+    def collect_garbage(self) -> None:
+        """Remove layers and blobs no image refers to any more."""
+        used_layers = {c.split(":", 1)[1] for r in self.images.values() for c in r.chain_ids}
+        used_layers |= {c.split(":", 1)[1] for c in self.pinned}
+        used_blobs = {d.split(":", 1)[1] for r in self.images.values()
+                      for d in (r.config_digest, r.manifest_digest)}
+        for d in self.layers.iterdir():
+            if d.name not in used_layers:
+                link = d / "link"
+                if link.exists():
+                    (self.links / link.read_text()).unlink(missing_ok=True)
+                shutil.rmtree(d, ignore_errors=True)
+        for b in self.blobs.iterdir():
+            if b.name not in used_blobs and not b.name.startswith("."):
+                b.unlink(missing_ok=True)

@@ -1,0 +1,183 @@
+"""The image service through a real daemon and a real registry (Debian's docker-registry on
+loopback), reached through registries.conf as a kubelet's pulls would be."""
+
+from __future__ import annotations
+
+import io
+import socket
+import tarfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cri.api import api_pb2
+from tests.e2e.helpers import Daemon
+from tests.fixtures.images import busybox_layers, push_image, tar_layer
+from tests.fixtures.registry import LocalRegistry
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def registry(daemon: Daemon) -> Iterator[LocalRegistry]:
+    reg = LocalRegistry(daemon.base / "registry")
+    try:
+        reg.start()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    daemon.registries_conf.write_text(
+        'unqualified-search-registries = ["e2e.test"]\n'
+        f'[[registry]]\nprefix = "e2e.test"\nlocation = "{reg.host}/e2e"\ninsecure = true\n'
+        f'[[registry]]\nprefix = "other.test"\nlocation = "{reg.host}/other"\ninsecure = true\n'
+    )
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+def pull(daemon: Daemon, image: str, timeout: float = 60) -> str:
+    req = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image))
+    return daemon.image().PullImage(req, timeout=timeout).image_ref
+
+
+def status(daemon: Daemon, image: str) -> api_pb2.Image | None:
+    resp = daemon.image().ImageStatus(
+        api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image=image)), timeout=10)
+    return resp.image if resp.HasField("image") else None
+
+
+def rmi(daemon: Daemon, image: str) -> None:
+    daemon.image().RemoveImage(api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=image)),
+                               timeout=30)
+
+
+def store_layers(daemon: Daemon) -> set[str]:
+    return {p.name for p in (daemon.root / "images" / "layers").iterdir()}
+
+
+def test_pull_status_list_remove(daemon: Daemon, rt, registry: LocalRegistry) -> None:
+    pushed = push_image(registry, "e2e/app", "v1", busybox_layers(), user="www-data")
+    ref = pull(daemon, "e2e.test/app:v1")
+    assert ref == pushed.image_id
+    img = status(daemon, "e2e.test/app:v1")
+    assert img is not None
+    assert img.id == pushed.image_id
+    assert list(img.repo_tags) == ["e2e.test/app:v1"]
+    assert list(img.repo_digests) == [f"e2e.test/app@{pushed.manifest_digest}"]
+    assert img.username == "www-data" and not img.HasField("uid") and img.size > 0
+    for spec in (pushed.image_id, pushed.image_id[7:19], f"e2e.test/app@{pushed.manifest_digest}"):
+        found = status(daemon, spec)
+        assert found is not None and found.id == img.id, spec
+    listed = daemon.image().ListImages(api_pb2.ListImagesRequest(), timeout=10).images
+    assert img.id in {i.id for i in listed}
+    verbose = daemon.image().ImageStatus(api_pb2.ImageStatusRequest(
+        image=api_pb2.ImageSpec(image=img.id), verbose=True), timeout=10)
+    assert "diff_ids" in verbose.info["info"]
+    assert status(daemon, "e2e.test/nothing:here") is None
+
+    # The same image under another name gets a second tag; removal by one tag removes both.
+    push_image(registry, "other/app", "v1", busybox_layers(), user="www-data")
+    pull(daemon, "other.test/app:v1")
+    both = status(daemon, img.id)
+    assert both is not None and set(both.repo_tags) == {"e2e.test/app:v1", "other.test/app:v1"}
+    assert len(store_layers(daemon)) == 2  # layers are shared, not stored twice
+    rmi(daemon, "other.test/app:v1")
+    assert status(daemon, "e2e.test/app:v1") is None
+    rmi(daemon, "other.test/app:v1")  # idempotent
+    assert store_layers(daemon) == set()  # the last image's layers are freed
+
+
+def test_index_digest_unqualified_and_shared_layers(daemon: Daemon, rt,
+                                                    registry: LocalRegistry) -> None:
+    a = push_image(registry, "e2e/multi", "v2", busybox_layers("a"), index=True, extra="a")
+    b = push_image(registry, "e2e/single", "v1", busybox_layers("b"), extra="b")
+    assert pull(daemon, "multi:v2") == a.image_id  # unqualified: the search registry
+    by_digest = pull(daemon, f"e2e.test/single@{b.manifest_digest}")
+    img = status(daemon, by_digest)
+    assert img is not None and list(img.repo_tags) == []  # by digest: no tag
+    assert list(img.repo_digests) == [f"e2e.test/single@{b.manifest_digest}"]
+    assert len(store_layers(daemon)) == 3  # the busybox layer is shared
+    rmi(daemon, a.image_id)
+    assert len(store_layers(daemon)) == 2  # still used by the other image
+    rmi(daemon, by_digest)
+    assert store_layers(daemon) == set()
+
+
+def test_concurrent_pulls_share_one_download(daemon: Daemon, rt,
+                                             registry: LocalRegistry) -> None:
+    pushed = push_image(registry, "e2e/shared", "v1", busybox_layers("shared"), extra="s")
+    with ThreadPoolExecutor(4) as pool:
+        refs = list(pool.map(lambda _: pull(daemon, "e2e.test/shared:v1"), range(4)))
+    assert refs == [pushed.image_id] * 4
+    assert daemon.log.read_text().count(f"as {pushed.image_id}") == 1
+    rmi(daemon, pushed.image_id)
+
+
+def test_unknown_image_and_bad_references(daemon: Daemon, rt, registry: LocalRegistry) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        pull(daemon, "e2e.test/missing:v1")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert f"{registry.host}/e2e/missing" in (err.value.details() or "")
+    with pytest.raises(grpc.RpcError) as err:
+        pull(daemon, "Not A Reference")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_malicious_layer_is_refused_and_leaves_nothing(daemon: Daemon, rt,
+                                                       registry: LocalRegistry) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("../../../../tmp/pycri-escape")
+        ti.size = 1
+        tf.addfile(ti, io.BytesIO(b"x"))
+    push_image(registry, "e2e/evil", "v1", [tar_layer({"ok": b"fine"}), buf.getvalue()])
+    with pytest.raises(grpc.RpcError) as err:
+        pull(daemon, "e2e.test/evil:v1")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "climbs out" in (err.value.details() or "")
+    assert status(daemon, "e2e.test/evil:v1") is None
+    assert not list((daemon.root / "images" / "tmp").iterdir())
+    assert not Path("/tmp/pycri-escape").exists()
+
+
+def test_deadline_exceeded_leaves_no_temp_files(daemon: Daemon, rt) -> None:
+    # A "registry" that accepts connections and never answers.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    conns: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    saved = daemon.registries_conf.read_text()
+    daemon.registries_conf.write_text(
+        saved + f'[[registry]]\nprefix = "stuck.test"\nlocation = "127.0.0.1:{port}"\n'
+                'insecure = true\n')
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            pull(daemon, "stuck.test/app:v1", timeout=2)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        stop.set()
+        t.join()
+        for c in conns:
+            c.close()
+        srv.close()
+        daemon.registries_conf.write_text(saved)
+    assert not list((daemon.root / "images" / "tmp").iterdir())
+    assert status(daemon, "stuck.test/app:v1") is None
