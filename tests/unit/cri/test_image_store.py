@@ -1,0 +1,63 @@
+"""The image store on its own: chain ids, short links, garbage collection and start-up cleanup
+after a daemon died mid-pull."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from cri.image.store import ImageRecord, ImageStore, chain_ids
+
+A = "sha256:" + "a" * 64
+B = "sha256:" + "b" * 64
+
+
+def test_chain_ids_follow_the_image_spec() -> None:
+    assert chain_ids([A]) == [A]
+    second = "sha256:" + hashlib.sha256(f"{A} {B}".encode()).hexdigest()
+    assert chain_ids([A, B]) == [A, second]
+
+
+def _layer(store: ImageStore, chain_id: str, content: str) -> None:
+    tmp = store.new_tmp()
+    (tmp / "diff").mkdir()
+    (tmp / "diff" / "f").write_text(content)
+    store.commit_layer(chain_id, tmp / "diff")
+    tmp.rmdir()
+
+
+def test_layers_are_shared_and_freed_with_their_last_image(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    store.load()
+    chain = chain_ids([A, B])
+    for c, text in zip(chain, ("lower", "upper"), strict=True):
+        _layer(store, c, text)
+    one = ImageRecord(id="sha256:" + "1" * 64, config_digest="sha256:" + "1" * 64,
+                      manifest_digest="sha256:" + "2" * 64, chain_ids=chain)
+    two = ImageRecord(id="sha256:" + "3" * 64, config_digest="sha256:" + "3" * 64,
+                      manifest_digest="sha256:" + "4" * 64, chain_ids=chain[:1])
+    store.put_blob(one.config_digest, b"{}")
+    store.save(one)
+    store.save(two)
+    lower = store.lowerdir(chain)
+    assert lower.count(":") == 1 and all(len(p) <= 14 for p in lower.split(":"))
+    assert (tmp_path / lower.split(":")[1] / "f").read_text() == "lower"  # topmost first
+    store.delete(one)
+    assert store.has_layer(chain[0]) and not store.has_layer(chain[1])
+    assert not store.blob_path(one.config_digest).exists()
+    store.delete(two)
+    assert list(store.layers.iterdir()) == [] and list(store.links.iterdir()) == []
+
+
+def test_start_up_cleans_what_a_killed_pull_left(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    store.load()
+    _layer(store, A, "committed, but no image record was written")
+    (store.layer_dir(B) / "diff").mkdir(parents=True)  # moved in, link never written
+    junk = store.new_tmp()
+    (junk / "blob").write_bytes(b"half a download")
+    fresh = ImageStore(tmp_path)
+    fresh.load()
+    assert fresh.images == {}
+    assert list(fresh.tmp.iterdir()) == []
+    assert list(fresh.layers.iterdir()) == [] and list(fresh.links.iterdir()) == []
