@@ -43,7 +43,32 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="print the full commented config (defaults + --config)")
     cfg.add_argument("--config", type=Path)
     sub.add_parser("version", help="print the version")
+    image = sub.add_parser("image", help="offline image operations")
+    image_sub = image.add_subparsers(dest="image_cmd", required=True)
+    imp = image_sub.add_parser(
+        "import", help="import an OCI layout (dir or tar) or a docker-archive into the store")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--tag", default="", help="also tag the image with this name")
+    imp.add_argument("--config", type=Path)
     return p
+
+
+def _image_import(config_root: str, file: Path, tag: str) -> int:
+    from cri.image.importer import ImportError_, import_images
+    from cri.image.manifest import ManifestError
+    from cri.image.store import ImageStore
+    from cri.image.unpack import UnsafeLayer
+
+    store = ImageStore(Path(config_root) / "images")
+    store.open()
+    try:
+        records = import_images(store, file, tag)
+    except (ImportError_, ManifestError, UnsafeLayer, OSError, KeyError) as exc:
+        print(f"pycri: cannot import {file}: {exc}", file=sys.stderr)
+        return 1
+    for rec in records:
+        print(f"{rec.id} {' '.join(rec.repo_tags) or '<untagged>'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "config":
         sys.stdout.write(render(config))
         return 0
+    if args.cmd == "image":
+        return _image_import(config.root, args.file, args.tag)
     from cri.server import serve  # the daemon's imports are heavier than config's
 
     return asyncio.run(serve(config))

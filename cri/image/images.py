@@ -42,6 +42,7 @@ from cri.image.registry import (
 from cri.image.shared import SharedTasks
 from cri.image.store import ImageRecord, ImageStore, chain_ids
 from cri.image.unpack import UnsafeLayer, unpack_layer
+from sandbox.oci.inotify import IN_MOVED_TO, Inotify
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,30 @@ class Images:
         self._pulls: SharedTasks[ImageRecord] = SharedTasks()
         self._layer_jobs: SharedTasks[None] = SharedTasks()
         self._downloads = asyncio.Semaphore(LAYER_PARALLELISM)
+        self._inotify: Inotify | None = None
 
     def load(self) -> None:
         self.store.load()
 
+    def watch(self) -> None:
+        """Pick up images that ``pycri image import`` records while the daemon runs (the
+        records are renamed into place, so a finished one shows up as IN_MOVED_TO)."""
+        self._inotify = Inotify()
+        self._inotify.add_watch(self.store.records, IN_MOVED_TO)
+        asyncio.get_running_loop().add_reader(self._inotify.fd, self._on_records)
+
+    def _on_records(self) -> None:
+        assert self._inotify is not None
+        for ev in self._inotify.read_events():
+            if ev.name.endswith(".json") and not ev.name.startswith("."):
+                rec = self.store.load_record(self.store.records / ev.name)
+                if rec is not None:
+                    log.debug("image record %s (re)loaded", rec.id)
+
     async def close(self) -> None:
+        if self._inotify is not None:
+            asyncio.get_running_loop().remove_reader(self._inotify.fd)
+            self._inotify.close()
         await self.client.close()
 
     # Lookups --------------------------------------------------------------------------------

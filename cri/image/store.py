@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,23 +80,19 @@ class ImageStore:
                 self.pinned.pop(c, None)
 
     # Start-up -------------------------------------------------------------------------------
-    def load(self) -> None:
+    def open(self) -> None:
+        """Dirs made and records read, nothing cleaned: safe beside a running daemon."""
         for d in (self.blobs, self.layers, self.links, self.records, self.tmp):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Whatever was in flight when the daemon died is garbage now.
-        for entry in self.tmp.iterdir():
-            shutil.rmtree(entry, ignore_errors=True)
         for path in sorted(self.records.glob("*.json")):
-            try:
-                rec = ImageRecord(**json.loads(path.read_bytes()))
-            except (OSError, ValueError, TypeError) as exc:
-                log.warning("ignoring unreadable image record %s: %s", path, exc)
-                continue
-            if all(self.has_layer(c) for c in rec.chain_ids):
-                self.images[rec.id] = rec
-            else:
-                log.warning("image %s misses layers; dropping it", rec.id)
-                path.unlink(missing_ok=True)
+            self.load_record(path)
+
+    def load(self) -> None:
+        """The daemon's start-up: ``open``, then clean what a killed daemon left in flight."""
+        self.open()
+        if not self._import_running():
+            for entry in self.tmp.iterdir():
+                shutil.rmtree(entry, ignore_errors=True)
         self.collect_garbage()
 
     # Blobs ----------------------------------------------------------------------------------
@@ -159,8 +157,44 @@ class ImageStore:
         self.images.pop(rec.id, None)
         self.collect_garbage()
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Held by an offline import for its whole run: the daemon collects no garbage then,
+        so layers an import has committed but not yet recorded are not taken for garbage."""
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _import_running(self) -> bool:
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def load_record(self, path: Path) -> ImageRecord | None:
+        try:
+            rec = ImageRecord(**json.loads(path.read_bytes()))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring unreadable image record %s: %s", path, exc)
+            return None
+        if not all(self.has_layer(c) for c in rec.chain_ids):
+            log.warning("image %s misses layers; dropping it", rec.id)
+            path.unlink(missing_ok=True)
+            return None
+        self.images[rec.id] = rec
+        return rec
+
     def collect_garbage(self) -> None:
-        """Remove layers and blobs no image refers to any more."""
+        """Remove layers and blobs no image refers to any more (not while an import runs)."""
+        if self._import_running():
+            return
         used_layers = {c.split(":", 1)[1] for r in self.images.values() for c in r.chain_ids}
         used_layers |= {c.split(":", 1)[1] for c in self.pinned}
         used_blobs = {d.split(":", 1)[1] for r in self.images.values()

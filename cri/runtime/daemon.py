@@ -116,6 +116,7 @@ class Runtime:
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(self.images.load)
+        self.images.watch()
         await recover(self)
 
     async def close(self) -> None:
