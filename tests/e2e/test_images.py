@@ -3,6 +3,7 @@ loopback), reached through registries.conf as a kubelet's pulls would be."""
 
 from __future__ import annotations
 
+import base64
 import io
 import socket
 import tarfile
@@ -181,3 +182,35 @@ def test_deadline_exceeded_leaves_no_temp_files(daemon: Daemon, rt) -> None:
         daemon.registries_conf.write_text(saved)
     assert not list((daemon.root / "images" / "tmp").iterdir())
     assert status(daemon, "stuck.test/app:v1") is None
+
+
+def test_token_auth_with_pull_credentials(daemon: Daemon, rt, registry: LocalRegistry) -> None:
+    from tests.fixtures.token_registry import TokenRegistry
+
+    pushed = push_image(registry, "private/app", "v1", busybox_layers("private"), extra="p")
+    front = TokenRegistry(registry, {"alice": "s3cret"})
+    front.start()
+    saved = daemon.registries_conf.read_text()
+    daemon.registries_conf.write_text(
+        saved + f'[[registry]]\nprefix = "private.test"\nlocation = "{front.host}/private"\n'
+                'insecure = true\n')
+    spec = api_pb2.ImageSpec(image="private.test/app:v1")
+    try:
+        with pytest.raises(grpc.RpcError) as err:  # anonymous: the token server says no
+            daemon.image().PullImage(api_pb2.PullImageRequest(image=spec), timeout=60)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        wrong = api_pb2.AuthConfig(username="alice", password="wrong")
+        with pytest.raises(grpc.RpcError) as err:
+            daemon.image().PullImage(api_pb2.PullImageRequest(image=spec, auth=wrong), timeout=60)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        good = api_pb2.AuthConfig(auth=base64.b64encode(b"alice:s3cret").decode())
+        ref = daemon.image().PullImage(api_pb2.PullImageRequest(image=spec, auth=good),
+                                       timeout=60).image_ref
+        assert ref == pushed.image_id
+        granted = [q for q in front.token_requests if q.get("scope")]
+        assert granted[-1]["scope"] == ["repository:private/app:pull"]
+        assert granted[-1]["service"] == ["token-registry"]
+    finally:
+        front.stop()
+        daemon.registries_conf.write_text(saved)
+        rmi(daemon, "private.test/app:v1")
