@@ -43,11 +43,6 @@ class Runtime:
         self.network = PodNetwork(config)
         self.images = Images(self.image_root, Path(config.image.registries_conf),
                              pause_image=config.image.pause_image)
-        if config.image.pause_image:
-            # Running the infra from an image is the next step of the image work; until then
-            # the built-in pause is used (the image is still reported as pinned).
-            log.warning("pause_image %r is not used for the infra yet; using the built-in "
-                        "pause (%s)", config.image.pause_image, config.runtime.pause_binary)
         self.exits = ExitWatcher(self.exits_dir, self._on_exit)
         # Operations on one pod are serialised; different pods proceed in parallel.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)

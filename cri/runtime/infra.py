@@ -14,7 +14,11 @@ import shutil
 import signal
 from pathlib import Path
 
-from cri.errors import DeadlineExceeded, Internal
+from cri.errors import DeadlineExceeded, FailedPrecondition, Internal
+from cri.image.auth import Credentials
+from cri.image.manifest import parse_image_config
+from cri.image.rootfs import mount_rootfs, unmount
+from cri.image.store import ImageRecord
 from cri.runtime.daemon import Runtime
 from cri.runtime.podspec import PodPlan
 from cri.store.sandbox import Sandbox
@@ -35,6 +39,7 @@ def bundle_dir(pod: Sandbox) -> Path:
 async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
     meta = pod.meta
     bundle = bundle_dir(pod)
+    image_args = await _image_rootfs_args(rt) if rt.config.image.pause_image else None
     spec = ocispec.infra_spec(
         hostname=meta.hostname,
         netns_path=Path(meta.netns_path) if meta.netns_path else None,
@@ -43,7 +48,8 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
         host_uts=plan.host_network,
         share_pid=plan.share_pid,
         shm_path=Path(meta.shm_path) if meta.shm_path else None,
-        pause_binary=Path(rt.config.runtime.pause_binary),
+        pause_binary=None if image_args else Path(rt.config.runtime.pause_binary),
+        args=image_args,
         cgroups_path=cgroups.container_cgroup_path(meta.cgroup_parent, meta.infra_id),
         sysctls=plan.sysctls,
         oom_score_adj=clamp_oom_score_adj(INFRA_OOM_SCORE_ADJ),
@@ -51,6 +57,11 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
                      "io.kubernetes.cri.container-type": "sandbox"},
     )
     await asyncio.to_thread(ocispec.write_bundle, bundle, spec)
+    if image_args:
+        # A writable overlay: runc creates the mount points (/proc, /dev, ...) the image lacks,
+        # then makes the root read-only as the spec says.
+        await mount_rootfs(rt.images.store, _pause_record(rt).chain_ids, bundle / "rootfs",
+                           upper=bundle / "upper")
     timeout = rt.config.runtime.runtime_timeout
     try:
         pid = await rt.oci.create(
@@ -67,6 +78,24 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
     except OCIRuntimeError as exc:
         raise Internal(f"pod sandbox infra container failed: {exc}") from exc
     return pid
+
+
+def _pause_record(rt: Runtime) -> ImageRecord:
+    rec = rt.images.resolve(rt.config.image.pause_image)
+    if rec is None:
+        raise FailedPrecondition(f"pause image {rt.config.image.pause_image} is not in the store")
+    return rec
+
+
+async def _image_rootfs_args(rt: Runtime) -> list[str]:
+    """The pause image's command; pulled (anonymously) the first time it is needed."""
+    if rt.images.resolve(rt.config.image.pause_image) is None:
+        await rt.images.pull(rt.config.image.pause_image, Credentials())
+    cfg = parse_image_config(rt.images.store.get_blob(_pause_record(rt).config_digest))
+    args = [*cfg.entrypoint, *cfg.cmd]
+    if not args:
+        raise FailedPrecondition(f"pause image {rt.config.image.pause_image} has no command")
+    return args
 
 
 async def stop(rt: Runtime, pod: Sandbox) -> None:
@@ -96,6 +125,7 @@ async def destroy(rt: Runtime, pod: Sandbox) -> None:
         await rt.oci.delete(pod.meta.infra_id, force=True)
     except OCIRuntimeError as exc:
         raise Internal(f"cannot delete pod sandbox infra {pod.meta.infra_id}: {exc}") from exc
+    await asyncio.to_thread(unmount, bundle_dir(pod) / "rootfs")  # a pause image's rootfs
     with contextlib.suppress(FileNotFoundError):
         (rt.exits_dir / pod.meta.infra_id).unlink()
     rt.exits.forget(pod.meta.infra_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,8 @@ def infra_spec(
     cgroups_path: str,
     host_uts: bool | None = None,
     shm_path: Path | None = None,
-    pause_binary: Path = DEFAULT_PAUSE_BINARY,
+    pause_binary: Path | None = DEFAULT_PAUSE_BINARY,
+    args: Sequence[str] | None = None,
     sysctls: Mapping[str, str] | None = None,
     oom_score_adj: int | None = None,
     annotations: Mapping[str, str] | None = None,
@@ -186,7 +187,7 @@ def infra_spec(
         "terminal": False,
         "user": {"uid": INFRA_UID, "gid": INFRA_GID},
         # -P: catatonit's pause mode; it still reaps zombies when it is the pod's pid 1.
-        "args": [PAUSE_PATH_IN_CONTAINER, "-P"],
+        "args": list(args) if args else [PAUSE_PATH_IN_CONTAINER, "-P"],
         "env": [DEFAULT_PATH_ENV],
         "cwd": "/",
         "capabilities": no_capabilities(),
@@ -197,7 +198,8 @@ def infra_spec(
 
     mounts = base_mounts(private_mqueue=not host_ipc)
     mounts.append(shm_mount(shm_path=shm_path, host_ipc=host_ipc))
-    mounts.append(bind_mount(pause_binary, PAUSE_PATH_IN_CONTAINER, ["ro", "nosuid", "nodev"]))
+    if pause_binary is not None:  # None: the rootfs is a pause image that brings its own
+        mounts.append(bind_mount(pause_binary, PAUSE_PATH_IN_CONTAINER, ["ro", "nosuid", "nodev"]))
 
     memory: Spec = {"swappiness": 0}  # pods run without swap (the kubelet's default)
     if memory_limit is not None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import random
 import socket
 import tarfile
 import threading
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +19,7 @@ import grpc
 import pytest
 
 from cri.api import api_pb2
-from tests.e2e.helpers import Daemon
+from tests.e2e.helpers import Daemon, pod_config
 from tests.fixtures.images import busybox_layers, push_image, tar_layer
 from tests.fixtures.registry import LocalRegistry
 
@@ -214,3 +217,32 @@ def test_token_auth_with_pull_credentials(daemon: Daemon, rt, registry: LocalReg
         front.stop()
         daemon.registries_conf.write_text(saved)
         rmi(daemon, "private.test/app:v1")
+
+
+def test_pause_image_runs_the_infra_from_the_store(daemon: Daemon, registry: LocalRegistry
+                                                    ) -> None:
+    """pause_image set: RunPodSandbox pulls it once, runs the infra from the image (a
+    writable overlay that runc makes read-only), the image is pinned, removal unmounts it."""
+    layer = tar_layer({"pause": Path("/usr/bin/catatonit").read_bytes()}, modes={"pause": 0o755})
+    push_image(registry, "e2e/pause", "3.9", [layer], entrypoint=["/pause"], cmd=["-P"])
+    tag = uuid.uuid4().hex[:6]
+    base = Path(f"/tmp/pycri-e2e-{tag}")
+    base.mkdir(mode=0o700)
+    d2 = Daemon(base, tag, random.randint(200, 250))
+    d2.registries_conf.write_text(daemon.registries_conf.read_text())
+    d2.config_path.write_text(d2.config_path.read_text().replace(
+        "[pycri.image]\n", '[pycri.image]\npause_image = "e2e.test/pause:3.9"\n'))
+    d2.start()
+    try:
+        rt2 = d2.runtime()
+        pod_id = rt2.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=pod_config()),
+                                   timeout=60).pod_sandbox_id
+        rootfs = d2.runroot / "sandboxes" / pod_id / "infra" / "rootfs"
+        assert os.path.ismount(rootfs) and (rootfs / "pause").exists()
+        img = status(d2, "e2e.test/pause:3.9")
+        assert img is not None and img.pinned
+        rt2.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
+        rt2.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
+        assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        d2.cleanup()
