@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
 from pathlib import Path
 
@@ -51,7 +52,9 @@ async def mount_rootfs(store: ImageStore, chain: list[str], target: Path,
 
 
 def unmount(target: Path) -> None:
-    """Idempotent (lazy, so a busy mount never blocks removal)."""
-    if os.path.ismount(target) and libc.umount2(os.fsencode(target), MNT_DETACH) != 0:
+    """Idempotent (lazy, so a busy mount never blocks removal). os.path.ismount cannot tell a
+    bind mount from the same filesystem, so the kernel is asked: EINVAL means not mounted."""
+    if libc.umount2(os.fsencode(target), MNT_DETACH) != 0:
         err = ctypes.get_errno()
-        raise Internal(f"unmount {target}: {os.strerror(err)}")
+        if err not in (errno.EINVAL, errno.ENOENT):
+            raise Internal(f"unmount {target}: {os.strerror(err)}")

@@ -180,3 +180,17 @@ def test_limits(tmp_path: Path) -> None:
         unpack_layer(io.BytesIO(layer(*(entry(f"f{i}") for i in range(5)))), dest, max_entries=3)
     with pytest.raises(UnsafeLayer, match="bytes"):
         unpack_layer(io.BytesIO(layer(entry("big", data=b"x" * 1000))), dest, max_bytes=10)
+
+
+def test_rootfs_unmount_handles_same_filesystem_bind_mounts(tmp_path: Path) -> None:
+    from cri.image.rootfs import unmount
+
+    src, target = tmp_path / "src", tmp_path / "target"
+    src.mkdir()
+    target.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(target)], check=True)
+    assert str(target) in Path("/proc/self/mountinfo").read_text()
+    unmount(target)
+    assert str(target) not in Path("/proc/self/mountinfo").read_text()
+    unmount(target)  # idempotent
+    unmount(tmp_path / "missing")
