@@ -246,3 +246,40 @@ def test_pause_image_runs_the_infra_from_the_store(daemon: Daemon, registry: Loc
         assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
     finally:
         d2.cleanup()
+
+
+def test_daemon_killed_mid_pull_leaves_nothing_after_restart(daemon: Daemon, rt,
+                                                             registry: LocalRegistry) -> None:
+    from tests.fixtures.token_registry import TokenRegistry
+
+    big = tar_layer({"data": os.urandom(4 << 20)})
+    push_image(registry, "slow/app", "v1", [big])
+    front = TokenRegistry(registry, None, throttle=0.05)
+    front.start()
+    saved = daemon.registries_conf.read_text()
+    daemon.registries_conf.write_text(
+        saved + f'[[registry]]\nprefix = "slow.test"\nlocation = "{front.host}/slow"\n'
+                'insecure = true\n')
+    errors: list[grpc.RpcError] = []
+
+    def call() -> None:
+        try:
+            pull(daemon, "slow.test/app:v1")
+        except grpc.RpcError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    try:
+        assert front.blob_started.wait(30), "the layer download never started"
+        assert list((daemon.root / "images" / "tmp").iterdir()), "no download in progress"
+        daemon.stop(kill=True)
+        t.join(30)
+        assert errors and errors[0].code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        front.stop()
+        daemon.registries_conf.write_text(saved)
+    daemon.start()
+    assert not list((daemon.root / "images" / "tmp").iterdir())
+    assert not list((daemon.root / "images" / "layers").iterdir())
+    assert status(daemon, "slow.test/app:v1") is None
