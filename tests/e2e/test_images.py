@@ -283,3 +283,23 @@ def test_daemon_killed_mid_pull_leaves_nothing_after_restart(daemon: Daemon, rt,
     assert not list((daemon.root / "images" / "tmp").iterdir())
     assert not list((daemon.root / "images" / "layers").iterdir())
     assert status(daemon, "slow.test/app:v1") is None
+
+
+def test_mirrors_are_tried_in_order_before_the_location(daemon: Daemon, rt,
+                                                        registry: LocalRegistry) -> None:
+    from tests.fixtures.registry import free_port
+
+    pushed = push_image(registry, "upstream/app", "v1", busybox_layers("m"), extra="m")
+    saved = daemon.registries_conf.read_text()
+    dead = f"127.0.0.1:{free_port()}"
+    daemon.registries_conf.write_text(
+        saved + f'[[registry]]\nprefix = "mirrored.test"\nlocation = "{dead}/x"\ninsecure = true\n'
+        f'[[registry.mirror]]\nlocation = "{dead}/m"\ninsecure = true\n'
+        f'[[registry.mirror]]\nlocation = "{registry.host}/upstream"\ninsecure = true\n')
+    try:
+        assert pull(daemon, "mirrored.test/app:v1") == pushed.image_id
+        img = status(daemon, "mirrored.test/app:v1")
+        assert img is not None and list(img.repo_tags) == ["mirrored.test/app:v1"]
+    finally:
+        daemon.registries_conf.write_text(saved)
+        rmi(daemon, pushed.image_id)

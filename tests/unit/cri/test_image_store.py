@@ -61,3 +61,43 @@ def test_start_up_cleans_what_a_killed_pull_left(tmp_path: Path) -> None:
     assert fresh.images == {}
     assert list(fresh.tmp.iterdir()) == []
     assert list(fresh.layers.iterdir()) == [] and list(fresh.links.iterdir()) == []
+
+
+def test_an_image_with_120_layers_mounts(tmp_path: Path) -> None:
+    """Short links keep the overlay option string far below the kernel's page-size limit."""
+    import asyncio
+    import os
+    import subprocess
+
+    import pytest
+
+    from cri.image.rootfs import mount_rootfs, unmount
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount")
+    store = ImageStore(tmp_path / "store")
+    store.load()
+    diffs = ["sha256:" + hashlib.sha256(str(i).encode()).hexdigest() for i in range(120)]
+    chain = chain_ids(diffs)
+    for i, c in enumerate(chain):
+        tmp = store.new_tmp()
+        (tmp / "diff").mkdir()
+        (tmp / "diff" / f"file{i}").write_text(str(i))
+        (tmp / "diff" / "top").write_text(str(i))
+        store.commit_layer(c, tmp / "diff")
+        tmp.rmdir()
+    assert len(store.lowerdir(chain)) < 2000
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    asyncio.run(mount_rootfs(store, chain, ro))
+    asyncio.run(mount_rootfs(store, chain, rw, upper=tmp_path / "upper"))
+    try:
+        for root in (ro, rw):
+            assert (root / "file0").read_text() == "0" and (root / "file119").read_text() == "119"
+            assert (root / "top").read_text() == "119"  # the last layer wins
+        (rw / "new").write_text("x")
+        assert (tmp_path / "upper" / "new").exists()
+        write = subprocess.run(["touch", str(ro / "new")], capture_output=True)
+        assert write.returncode != 0  # the read-only view refuses writes
+    finally:
+        unmount(ro)
+        unmount(rw)
