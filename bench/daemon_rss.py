@@ -6,10 +6,8 @@
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,11 +27,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=30)
     args = ap.parse_args()
-    tag = uuid.uuid4().hex[:6]
-    base = Path(f"/tmp/pycri-bench-{tag}")
-    base.mkdir(mode=0o700)
-    d = Daemon(base, tag, random.randint(200, 250))
-    d.config_path.write_text(d.config_path.read_text().replace('"debug"', '"info"'))
+    d = Daemon.new("bench", log_level="info")
     d.start()
     assert d.proc is not None
     stub = d.runtime()

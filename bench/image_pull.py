@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,12 +29,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=3)
     args = ap.parse_args()
-    tag = uuid.uuid4().hex[:6]
-    base = Path(f"/tmp/pycri-bench-{tag}")
-    base.mkdir(mode=0o700)
-    d = Daemon(base, tag, random.randint(200, 250))
-    d.config_path.write_text(d.config_path.read_text().replace('"debug"', '"info"'))
-    reg = LocalRegistry(base / "registry")
+    d = Daemon.new("bench", log_level="info")
+    reg = LocalRegistry(d.base / "registry")
     reg.start()
     try:
         layers = [tar_layer({f"data/blob{i}": os.urandom(LAYER_MB << 20)}) for i in range(LAYERS)]

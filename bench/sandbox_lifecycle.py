@@ -9,11 +9,9 @@ Starts its own daemon (own root, socket, bridge and subnet, as the e2e tests do)
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import grpc
@@ -59,12 +57,7 @@ def main() -> int:
     if args.endpoint:
         channel = grpc.insecure_channel(args.endpoint)
     else:
-        tag = uuid.uuid4().hex[:6]
-        base = Path(f"/tmp/pycri-bench-{tag}")
-        base.mkdir(mode=0o700)
-        daemon = Daemon(base, tag, random.randint(200, 250))
-        daemon.config_path.write_text(daemon.config_path.read_text().replace(
-            'log_level = "debug"', 'log_level = "info"'))
+        daemon = Daemon.new("bench", log_level="info")
         daemon.start()
         channel = daemon.channel()
     stub = api_pb2_grpc.RuntimeServiceStub(channel)

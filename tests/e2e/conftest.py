@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import random
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +15,7 @@ from tests.e2e.helpers import Daemon, need_root
 @pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     need_root()
-    tag = uuid.uuid4().hex[:6]
-    base = Path(f"/tmp/pycri-e2e-{tag}")
-    base.mkdir(mode=0o700)
-    d = Daemon(base, tag, random.randint(200, 250))
+    d = Daemon.new()
     d.start()
     try:
         yield d

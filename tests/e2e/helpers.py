@@ -70,6 +70,17 @@ class Daemon:
             f'netns_dir = "/var/run/netns"\n'
         )
 
+    @classmethod
+    def new(cls, kind: str = "e2e", log_level: str = "debug") -> Daemon:
+        """A daemon (not started) with a fresh /tmp/pycri-<kind>-<tag> base, bridge and subnet."""
+        tag = uuid.uuid4().hex[:6]
+        base = Path(f"/tmp/pycri-{kind}-{tag}")
+        base.mkdir(mode=0o700)
+        d = cls(base, tag, random.randint(200, 250))
+        d.config_path.write_text(d.config_path.read_text().replace(
+            'log_level = "debug"', f'log_level = "{log_level}"'))
+        return d
+
     def write_cni_config(self) -> None:
         conf = {
             "cniVersion": "1.0.0",

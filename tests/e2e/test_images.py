@@ -6,11 +6,9 @@ from __future__ import annotations
 import base64
 import io
 import os
-import random
 import socket
 import tarfile
 import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -225,10 +223,7 @@ def test_pause_image_runs_the_infra_from_the_store(daemon: Daemon, registry: Loc
     writable overlay that runc makes read-only), the image is pinned, removal unmounts it."""
     layer = tar_layer({"pause": Path("/usr/bin/catatonit").read_bytes()}, modes={"pause": 0o755})
     push_image(registry, "e2e/pause", "3.9", [layer], entrypoint=["/pause"], cmd=["-P"])
-    tag = uuid.uuid4().hex[:6]
-    base = Path(f"/tmp/pycri-e2e-{tag}")
-    base.mkdir(mode=0o700)
-    d2 = Daemon(base, tag, random.randint(200, 250))
+    d2 = Daemon.new()
     d2.registries_conf.write_text(daemon.registries_conf.read_text())
     d2.config_path.write_text(d2.config_path.read_text().replace(
         "[pycri.image]\n", '[pycri.image]\npause_image = "e2e.test/pause:3.9"\n'))
