@@ -213,8 +213,7 @@ class Images:
                 self._layer(ep, layer, chain[i], cfg.diff_ids[i], creds)
                 for i, layer in enumerate(layers) if not self.store.has_layer(chain[i])
             ))
-            size = sum(await asyncio.gather(*(asyncio.to_thread(self.store.layer_size, c)
-                                              for c in chain)))
+            size = sum(self.store.layer_size(c) for c in chain)  # measured at commit
             rec = self._record(cand, parsed.config.digest, manifest_digest, repo_digest, chain,
                                size, cfg.user)
             self.store.put_blob(manifest_digest, body)

@@ -31,6 +31,24 @@ from cri.store.durable import write_atomic, write_json
 log = logging.getLogger(__name__)
 
 
+def disk_usage(root: Path) -> tuple[int, int]:
+    """(bytes allocated, inodes) under ``root``, not following symlinks or crossing mounts."""
+    st = root.lstat()
+    used, inodes, dev = st.st_blocks * 512, 1, st.st_dev
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                est = entry.stat(follow_symlinks=False)
+                if est.st_dev != dev:
+                    continue
+                used += est.st_blocks * 512
+                inodes += 1
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return used, inodes
+
+
 def chain_ids(diff_ids: list[str] | tuple[str, ...]) -> list[str]:
     """OCI image-spec ChainIDs: chain(0) = diff(0), chain(n) = sha256(chain(n-1) + " " + diff(n))."""
     out: list[str] = []
@@ -64,6 +82,9 @@ class ImageStore:
         self.records = root / "records"
         self.tmp = root / "tmp"
         self.images: dict[str, ImageRecord] = {}
+        # Bytes and inodes of each layer, measured once when it is committed: ImageFsInfo and
+        # image sizes come from here instead of walking the trees on every call.
+        self.usage: dict[str, tuple[int, int]] = {}
         # Layers an unfinished pull has made or relies on: not garbage though no image has them.
         self.pinned: dict[str, int] = {}
 
@@ -84,6 +105,9 @@ class ImageStore:
         """Dirs made and records read, nothing cleaned: safe beside a running daemon."""
         for d in (self.blobs, self.layers, self.links, self.records, self.tmp):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for d in self.layers.iterdir():
+            if (d / "link").exists():
+                self._layer_usage(d.name)
         for path in sorted(self.records.glob("*.json")):
             self.load_record(path)
 
@@ -128,9 +152,12 @@ class ImageStore:
         shutil.rmtree(final, ignore_errors=True)  # an incomplete earlier attempt
         final.mkdir(mode=0o700)
         os.rename(unpacked, final / "diff")
+        usage = disk_usage(final / "diff")
+        write_json(final / "usage.json", list(usage))
         short = secrets.token_hex(6)
         os.symlink(f"../layers/{final.name}/diff", self.links / short)
         write_atomic(final / "link", short.encode())
+        self.usage[final.name] = usage
 
     def lowerdir(self, chain: list[str]) -> str:
         """The overlay lowerdir for an image (topmost layer first), through the short links;
@@ -140,12 +167,29 @@ class ImageStore:
         )
 
     def layer_size(self, chain_id: str) -> int:
-        total = 0
-        for dirpath, _, files in os.walk(self.layer_dir(chain_id) / "diff"):
-            for name in files:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-        return total
+        return self._layer_usage(chain_id.split(":", 1)[1])[0]
+
+    def _layer_usage(self, hexid: str) -> tuple[int, int]:
+        known = self.usage.get(hexid)
+        if known is None:
+            try:
+                raw = json.loads((self.layers / hexid / "usage.json").read_bytes())
+                known = (int(raw[0]), int(raw[1]))
+            except (OSError, ValueError, TypeError, IndexError):
+                known = disk_usage(self.layers / hexid / "diff")
+            self.usage[hexid] = known
+        return known
+
+    def store_usage(self) -> tuple[int, int]:
+        """(bytes, inodes) of the whole store: layers from memory, the small rest walked."""
+        used = inodes = 0
+        for d in (self.blobs, self.records):
+            b, i = disk_usage(d)
+            used, inodes = used + b, inodes + i
+        for hexid in list(self.usage):
+            b, i = self.usage[hexid]
+            used, inodes = used + b, inodes + i
+        return used, inodes
 
     # Images ---------------------------------------------------------------------------------
     def save(self, rec: ImageRecord) -> None:
@@ -205,6 +249,7 @@ class ImageStore:
                 if link.exists():
                     (self.links / link.read_text()).unlink(missing_ok=True)
                 shutil.rmtree(d, ignore_errors=True)
+                self.usage.pop(d.name, None)
         for b in self.blobs.iterdir():
             if b.name not in used_blobs and not b.name.startswith("."):
                 b.unlink(missing_ok=True)

@@ -2,20 +2,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cri.image.image_fs_info import image_fs_info, usage
+from cri.image.image_fs_info import image_fs_info
+from cri.image.store import ImageStore, disk_usage
 
 
-def test_usage_counts_allocated_bytes_and_inodes(tmp_path: Path) -> None:
-    images, containers = tmp_path / "images", tmp_path / "containers"
-    (images / "layers" / "a").mkdir(parents=True)
-    containers.mkdir()
-    (images / "layers" / "a" / "blob").write_bytes(b"x" * 100_000)
-    (images / "link").symlink_to("/etc/passwd")  # counted as one inode, never followed
-    used, inodes = usage(images)
-    assert inodes == 5  # images, layers, a, blob, link
+def test_disk_usage_counts_allocated_bytes_and_inodes(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "layers" / "a").mkdir(parents=True)
+    (root / "layers" / "a" / "blob").write_bytes(b"x" * 100_000)
+    (root / "link").symlink_to("/etc/passwd")  # one inode, never followed
+    used, inodes = disk_usage(root)
+    assert inodes == 5  # tree, layers, a, blob, link
     assert used >= 100_000
-    resp = image_fs_info(images, containers)
-    assert resp.image_filesystems[0].fs_id.mountpoint == str(images)
-    assert resp.image_filesystems[0].used_bytes.value == used
+
+
+def test_image_fs_info_from_measured_layers(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "images")
+    store.load()
+    containers = tmp_path / "containers"
+    containers.mkdir()
+    empty_bytes, empty_inodes = store.store_usage()
+    tmp = store.new_tmp()
+    (tmp / "diff").mkdir()
+    (tmp / "diff" / "f").write_bytes(b"y" * 200_000)
+    store.commit_layer("sha256:" + "a" * 64, tmp / "diff")
+    resp = image_fs_info(store, containers)
+    fs = resp.image_filesystems[0]
+    assert fs.fs_id.mountpoint == str(store.root)
+    assert fs.used_bytes.value >= empty_bytes + 200_000
+    assert fs.inodes_used.value == empty_inodes + 2  # the layer's diff dir and its file
     assert resp.container_filesystems[0].inodes_used.value == 1
     assert resp.container_filesystems[0].timestamp > 0
+    # Measured once and remembered, also across a restart of the store.
+    again = ImageStore(tmp_path / "images")
+    again.open()
+    assert again.store_usage()[0] >= empty_bytes + 200_000
