@@ -26,6 +26,15 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+# Foreign / non-distributable layers: blobs the registry may not hold, to be fetched from the
+# descriptor's urls (Windows base layers). Not unpacked on Linux: a manifest listing one fails
+# the layer count against diff_ids rather than silently pulling from arbitrary URLs.
+DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+OCI_LAYER_NONDIST_TAR = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+OCI_LAYER_NONDIST_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+OCI_LAYER_NONDIST_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+FOREIGN_LAYER_TYPES = (DOCKER_LAYER_FOREIGN, OCI_LAYER_NONDIST_TAR, OCI_LAYER_NONDIST_GZIP,
+                       OCI_LAYER_NONDIST_ZSTD)
 DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v1+prettyjws")
 
@@ -33,12 +42,15 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
 LAYER_TYPES = (OCI_LAYER_TAR, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR)
+CONFIG_TYPES = (OCI_CONFIG, DOCKER_CONFIG)
 
 _DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-         "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le", "s390x": "s390x",
-         "riscv64": "riscv64"}
-UID_MAX = 2**32 - 1
+         "armv8l": "arm", "armv7l": "arm", "armv6l": "arm", "i386": "386", "i686": "386",
+         "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+_ARM_VARIANT = {"armv8l": "v8", "armv7l": "v7", "armv6l": "v6"}
+_UINT = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts "²" and "١٢"
+UID_MAX = 2**32 - 2  # 2^32-1 is (uid_t)-1, "leave unchanged" to setresuid(2): never a real uid
 
 
 class ManifestError(ValueError):
@@ -64,6 +76,11 @@ class Descriptor:
     platform: Platform | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     urls: tuple[str, ...] = ()
+
+    @property
+    def foreign(self) -> bool:
+        """A foreign / non-distributable layer (see FOREIGN_LAYER_TYPES)."""
+        return self.media_type in FOREIGN_LAYER_TYPES
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,8 @@ class DigestVerifier:
 
     def __init__(self, digest: str, size: int) -> None:
         self.digest = check_digest(digest)
+        if size < 0:
+            raise ManifestError(f"blob {digest}: negative size {size}")
         self.size = size
         self.seen = 0
         self._hash = hashlib.new(self.digest.split(":", 1)[0])
@@ -156,27 +175,59 @@ def _descriptor(raw: Any, what: str) -> Descriptor:
         raise ManifestError(f"{what}: size must be a non-negative integer")
     plat = raw.get("platform")
     platform = None
-    if isinstance(plat, dict):
-        platform = Platform(str(plat.get("os", "")), str(plat.get("architecture", "")),
-                            str(plat.get("variant", "")))
-    annotations = raw.get("annotations") or {}
-    urls = raw.get("urls") or []
+    if plat is not None:
+        if not isinstance(plat, dict):
+            raise ManifestError(f"{what}: platform is not an object")
+        os_, arch, variant = (plat.get(k, "") for k in ("os", "architecture", "variant"))
+        if not all(isinstance(v, str) for v in (os_, arch, variant)) or not os_ or not arch:
+            raise ManifestError(f"{what}: platform needs os and architecture strings")
+        platform = Platform(os_, arch, variant)
     return Descriptor(media_type, check_digest(digest), size, platform,
-                      {str(k): str(v) for k, v in annotations.items()},
-                      tuple(str(u) for u in urls))
+                      _string_map(raw.get("annotations"), f"{what}.annotations"),
+                      _strings(raw.get("urls"), f"{what}.urls"))
+
+
+def _string_map(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ManifestError(f"{what} must map strings to strings")
+    return dict(value)
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ManifestError(f"{what} must be a list of strings")
+    return tuple(value)
 
 
 def parse_manifest(body: bytes, content_type: str = "") -> Manifest | Index:
     """A manifest or index; the body's mediaType wins, the header fills in when it is absent,
-    and the two disagreeing is an error (a confused or malicious registry)."""
+    and the two disagreeing is an error (a confused or malicious registry). A generic header
+    (application/json, octet-stream) is no disagreement: it carries no manifest type.
+
+    A body that has both ``manifests`` and ``config``/``layers`` is refused whatever it declares
+    (CVE-2021-41190, GHSA-mc8v-mgrf-8f4m: one digest must not mean an index to one client and an
+    image to another)."""
     data = _load(body, "manifest")
     declared = data.get("mediaType")
-    header = content_type.split(";", 1)[0].strip()
-    if declared and header and header in (*MANIFEST_TYPES, *INDEX_TYPES) and declared != header:
+    if declared is not None and not isinstance(declared, str):
+        raise ManifestError("manifest mediaType is not a string")
+    if "manifests" in data and ("config" in data or "layers" in data):
+        raise ManifestError("ambiguous manifest: has both manifests and config/layers")
+    header = content_type.split(";", 1)[0].strip().lower()
+    if header not in (*MANIFEST_TYPES, *INDEX_TYPES, *DOCKER_SCHEMA1):
+        header = ""  # generic (application/json, octet-stream): says nothing
+    if declared and header and declared != header:
         raise ManifestError(f"manifest says {declared} but was served as {header}")
     media_type = declared or header
-    if media_type in DOCKER_SCHEMA1 or data.get("schemaVersion") == 1:
+    if media_type in DOCKER_SCHEMA1 or data.get("schemaVersion") == 1 or "fsLayers" in data:
         raise ManifestError("Docker schema 1 manifests are not supported")
+    version = data.get("schemaVersion")
+    if version is not None and (version != 2 or isinstance(version, bool)):
+        raise ManifestError(f"unsupported schemaVersion {version!r} (want 2)")
     if not media_type:
         media_type = OCI_INDEX if "manifests" in data else OCI_MANIFEST
     if media_type in INDEX_TYPES:
@@ -195,34 +246,66 @@ def parse_manifest(body: bytes, content_type: str = "") -> Manifest | Index:
 
 
 def host_platform() -> Platform:
+    """This machine as an image platform: x86_64 -> linux/amd64, aarch64 -> linux/arm64,
+    armv7l -> linux/arm/v7 (from platform.machine())."""
     machine = _platform.machine()
-    arch = _ARCH.get(machine, machine)
-    variant = "v7" if machine == "armv7l" else ("v6" if machine == "armv6l" else "")
-    return Platform("linux", arch, variant)
+    return Platform("linux", _ARCH.get(machine, machine), _ARM_VARIANT.get(machine, ""))
 
 
-def select_platform(index: Index, want: Platform | None = None) -> Descriptor:
-    """The index entry for ``want`` (default: this host). arm64's variant defaults to v8."""
-    want = want or host_platform()
+def _normal_variant(arch: str, variant: str) -> str:
+    # The defaults image builders leave out: arm64 is v8, 32-bit arm is v7, plain amd64 is v1.
+    if not variant:
+        return {"arm64": "v8", "arm": "v7", "amd64": "v1"}.get(arch, "")
+    return variant
 
-    def variant(p: Platform) -> str:
-        return p.variant or ("v8" if p.architecture == "arm64" else "")
 
-    candidates = [d for d in index.manifests if d.platform is not None
-                  and d.platform.os == want.os and d.platform.architecture == want.architecture]
-    for d in candidates:
-        assert d.platform is not None
-        if variant(d.platform) == variant(want):
-            return d
-    if candidates and not want.variant:
-        return candidates[0]
-    have = ", ".join(
-        f"{d.platform.os}/{d.platform.architecture}"
-        + (f"/{d.platform.variant}" if d.platform.variant else "")
-        for d in index.manifests if d.platform is not None
-    ) or "none"
-    target = f"{want.os}/{want.architecture}" + (f"/{want.variant}" if want.variant else "")
-    raise ManifestError(f"no image for {target} in the index (it has: {have})")
+def _acceptable_variants(arch: str, variant: str) -> list[str]:
+    """Variants a ``arch``/``variant`` host runs, best first: the exact one, then the older
+    revisions of the same ISA that it executes (an arm v7 CPU runs v6 and v5 code; an amd64 v3
+    CPU runs v2 and v1 code). Unknown schemes match exactly."""
+    v = _normal_variant(arch, variant)
+    ladders = {"arm": ["v8", "v7", "v6", "v5"], "amd64": ["v4", "v3", "v2", "v1"]}
+    ladder = ladders.get(arch)
+    if ladder and v in ladder:
+        return ladder[ladder.index(v):]
+    return [v]
+
+
+def _describe(p: Platform) -> str:
+    return f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
+
+
+def select_platform(index: Index, want: Platform | None = None, *, os: str | None = None,
+                    arch: str | None = None, variant: str | None = None) -> Descriptor:
+    """The index entry to run on ``want`` (default: this host, see host_platform), whose fields
+    ``os`` / ``arch`` / ``variant`` override one by one.
+
+    Variants: a missing one means the default (arm64 v8, arm v7, amd64 v1); the exact variant
+    wins, then the older ones the CPU also runs (arm v7 host: v7, v6, v5; never v8). Asking for
+    a platform the index lacks is an error listing what the index has.
+    """
+    base = want or host_platform()
+    target = Platform(os if os is not None else base.os,
+                      arch if arch is not None else base.architecture,
+                      variant if variant is not None else base.variant)
+    order = _acceptable_variants(target.architecture, target.variant)
+    best: tuple[int, int] | None = None
+    chosen: Descriptor | None = None
+    for i, d in enumerate(index.manifests):
+        p = d.platform
+        if p is None or p.os != target.os or p.architecture != target.architecture:
+            continue
+        v = _normal_variant(p.architecture, p.variant)
+        if v not in order:
+            continue
+        rank = (order.index(v), i)  # best variant, then index order
+        if best is None or rank < best:
+            best, chosen = rank, d
+    if chosen is not None:
+        return chosen
+    have = ", ".join(_describe(d.platform) for d in index.manifests
+                     if d.platform is not None and d.platform.os != "unknown") or "none"
+    raise ManifestError(f"no image for {_describe(target)} in the index (it has: {have})")
 
 
 def parse_image_config(body: bytes) -> ImageConfig:
@@ -236,36 +319,50 @@ def parse_image_config(body: bytes) -> ImageConfig:
         raise ManifestError("image config: rootfs.diff_ids missing")
 
     def strings(key: str) -> tuple[str, ...]:
-        value = cfg.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ManifestError(f"image config: config.{key} must be a list of strings")
-        return tuple(value)
+        return _strings(cfg.get(key), f"image config: config.{key}")
+
+    def text(value: Any, what: str) -> str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise ManifestError(f"image config: {what} must be a string")
+        return value
 
     return ImageConfig(
-        user=str(cfg.get("User") or ""),
+        user=text(cfg.get("User"), "config.User"),
         env=strings("Env"),
         entrypoint=strings("Entrypoint"),
         cmd=strings("Cmd"),
-        working_dir=str(cfg.get("WorkingDir") or ""),
-        stop_signal=str(cfg.get("StopSignal") or ""),
-        labels={str(k): str(v) for k, v in (cfg.get("Labels") or {}).items()},
+        working_dir=text(cfg.get("WorkingDir"), "config.WorkingDir"),
+        stop_signal=text(cfg.get("StopSignal"), "config.StopSignal"),
+        labels=_string_map(cfg.get("Labels"), "image config: config.Labels"),
         diff_ids=tuple(check_digest(d) for d in diff_ids),
-        created=str(data.get("created") or ""),
-        architecture=str(data.get("architecture") or ""),
-        os=str(data.get("os") or ""),
+        created=text(data.get("created"), "created"),
+        architecture=text(data.get("architecture"), "architecture"),
+        os=text(data.get("os"), "os"),
     )
 
 
+def _check_id(value: str, what: str) -> int | None:
+    if not _UINT.fullmatch(value):
+        return None
+    number = int(value)
+    if number > UID_MAX:
+        raise ManifestError(f"image user: {what} {value} is above the largest {what} {UID_MAX}")
+    return number
+
+
 def uid_username(user: str) -> tuple[int | None, str]:
-    """ImageStatus's uid / username from a config User: "1002" -> uid 1002, "www-data" ->
-    username; a group after ':' is ignored. A numeric uid over 2^32-1 is an error, never root
-    (CVE-2024-40635)."""
-    name = user.split(":", 1)[0]
+    """ImageStatus's uid / username from a config User ("user[:group]"): "1002" -> (1002, ""),
+    "www-data" -> (None, "www-data"), "1003:1004" -> (1003, ""), "" -> (None, "").
+
+    A numeric uid or gid that does not fit uid_t (or is (uid_t)-1, 4294967295) is an error,
+    never wrapped around to root (CVE-2024-40635). Only ASCII digits make a number.
+    """
+    name, _, group = user.partition(":")
+    if group:
+        _check_id(group, "gid")
     if not name:
         return None, ""
-    if name.isdigit():
-        uid = int(name)
-        if uid > UID_MAX:
-            raise ManifestError(f"image user {name} is above the largest uid {UID_MAX}")
-        return uid, ""
-    return None, name
+    uid = _check_id(name, "uid")
+    return (uid, "") if uid is not None else (None, name)

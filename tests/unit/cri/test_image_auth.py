@@ -15,6 +15,7 @@ from cri.image.auth import (
     parse_challenges,
     parse_token_response,
     scope_for,
+    static_bearer,
     token_request,
 )
 
@@ -39,8 +40,10 @@ def test_several_challenges_commas_in_quotes_escapes_and_case() -> None:
     assert got[2].params == {"realm": 'q"uote'}
     assert parse_challenges("Negotiate abc123==") == [Challenge("negotiate", {"": "abc123=="})]
     assert parse_challenges("") == []
-    with pytest.raises(AuthError):
-        parse_challenges('Basic realm="open')
+    # Malformed: never raises; the well-formed challenges before the break are kept.
+    assert parse_challenges('Basic realm="open') == []
+    assert parse_challenges('Basic realm="ok", Bearer realm="open') == [
+        Challenge("basic", {"realm": "ok"})]
 
 
 def test_credentials() -> None:
@@ -82,9 +85,80 @@ def test_token_responses_and_cache() -> None:
     (c,) = parse_challenges(HUB)
     cache = TokenCache()
     key = cache.key(c, "repository:a:pull", Credentials("alice", "pw"))
-    assert key[3] == "alice"  # the identity, never the password
+    assert key[3].startswith("sha256:") and "pw" not in key[3]  # a fingerprint, never a secret
     cache.put(key, Token("tok", 100.0))
     assert cache.get(key, now=50) == "tok"
     assert cache.get(key, now=96) is None  # within the renewal margin
     other = cache.key(c, "repository:a:pull", Credentials("bob", "pw"))
     assert other != key
+    # Same user, another password: not the same identity, so no borrowed token.
+    assert cache.key(c, "repository:a:pull", Credentials("alice", "wrong")) != key
+    # Two refresh tokens are two identities; anonymous is "".
+    assert Credentials(identity_token="a").identity != Credentials(identity_token="b").identity
+    assert Credentials().identity == ""
+    # The base64 auth field and the explicit fields are the same identity.
+    assert Credentials(auth=base64.b64encode(b"alice:pw").decode()).identity == key[3]
+
+
+def test_from_auth_field() -> None:
+    c = Credentials.from_auth_field(base64.b64encode(b"bob:p:w").decode())
+    assert (c.username, c.password, c.auth) == ("bob", "p:w", "")
+    for bad in ("%%%", "Ym9i\u00e9", base64.b64encode(b"\xff\xfe:x").decode()):
+        with pytest.raises(ValueError, match="base64"):
+            Credentials.from_auth_field(bad)
+    with pytest.raises(ValueError, match="user:password"):
+        Credentials.from_auth_field(base64.b64encode(b"justauser").decode())
+
+
+def test_challenge_grammar_edges() -> None:
+    # Spaces around '=', token values, empty quoted value, a scheme with no params between two.
+    got = parse_challenges('Bearer realm = "https://r/t" , service=reg,Basic, Digest realm=""')
+    assert got == [Challenge("bearer", {"realm": "https://r/t", "service": "reg"}),
+                   Challenge("basic", {}), Challenge("digest", {"realm": ""})]
+    # An escaped backslash and an escaped comma inside quotes.
+    (c,) = parse_challenges(r'Bearer realm="a\\b", scope="x\,y"')
+    assert c.params == {"realm": "a\\b", "scope": "x,y"}
+
+
+def test_registry_token_needs_no_request() -> None:
+    (c,) = parse_challenges(HUB)
+    creds = Credentials(registry_token="rtok")
+    assert static_bearer(creds) == "Bearer rtok"
+    assert static_bearer(Credentials("u", "p")) is None
+    with pytest.raises(AuthError, match="sent as is"):
+        token_request(c, "s", creds)
+
+
+def test_refresh_token_form() -> None:
+    (c,) = parse_challenges(HUB)
+    tr = token_request(c, scope_for("x/y"), Credentials("u", identity_token="rt"))
+    assert (tr.method, tr.url, tr.params, tr.headers) == ("POST", "https://auth.docker.io/token", {}, {})
+    assert tr.form == {"grant_type": "refresh_token", "refresh_token": "rt",
+                       "service": "registry.docker.io", "client_id": "pycri",
+                       "scope": "repository:library/busybox:pull repository:x/y:pull"}
+    # The same scope twice is asked for once.
+    same = token_request(c, "repository:library/busybox:pull", Credentials())
+    assert same.params["scope"] == "repository:library/busybox:pull"
+
+
+def test_token_response_details() -> None:
+    body = json.dumps({"access_token": "a", "token": "t", "expires_in": 120,
+                       "issued_at": "2024-01-01T00:00:00Z", "refresh_token": "new"}).encode()
+    t = parse_token_response(body, now=10)
+    assert (t.value, t.expires_at, t.refresh_token) == ("t", 130.0, "new")
+    assert t.issued_at == 1704067200.0  # informational; the expiry counts from now
+    odd = parse_token_response(b'{"token": "t", "expires_in": -5, "issued_at": "yesterday"}', now=0)
+    assert (odd.expires_at, odd.issued_at) == (60.0, None)
+    with pytest.raises(AuthError, match="control"):
+        parse_token_response(b'{"token": "a\\r\\nX-Evil: 1"}', now=0)
+
+
+def test_token_cache_is_bounded() -> None:
+    cache = TokenCache(max_entries=2)
+    keys = [("r", "s", f"scope{i}", "") for i in range(3)]
+    cache.put(keys[0], Token("a", 300.0))
+    cache.put(keys[1], Token("b", 100.0))
+    cache.put(keys[2], Token("c", 200.0))  # evicts the one that dies first
+    assert len(cache) == 2
+    assert cache.get(keys[1], now=0) is None
+    assert cache.get(keys[0], now=0) == "a" and cache.get(keys[2], now=0) == "c"
