@@ -209,10 +209,15 @@ class Images:
         chain = chain_ids(cfg.diff_ids)
         self.store.pin(chain)
         try:
-            await asyncio.gather(*(
-                self._layer(ep, layer, chain[i], cfg.diff_ids[i], creds)
-                for i, layer in enumerate(layers) if not self.store.has_layer(chain[i])
-            ))
+            # A TaskGroup, not gather: when one layer fails the others are cancelled and
+            # waited for, so nothing of the failed pull is still being written afterwards.
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for i, layer in enumerate(layers):
+                        if not self.store.has_layer(chain[i]):
+                            tg.create_task(self._layer(ep, layer, chain[i], cfg.diff_ids[i], creds))
+            except BaseExceptionGroup as group:
+                raise group.exceptions[0] from None
             size = sum(self.store.layer_size(c) for c in chain)  # measured at commit
             rec = self._record(cand, parsed.config.digest, manifest_digest, repo_digest, chain,
                                size, cfg.user)
