@@ -153,7 +153,8 @@ class Images:
         unavailable: RegistryError | None = None
         for cand in candidates:
             try:
-                endpoints = self.conf.current().endpoints(cand.name)
+                endpoints = self.conf.current().endpoints(cand.name,
+                                                          by_digest=cand.digest is not None)
             except BlockedRegistry as exc:
                 raise FailedPrecondition(f"pulling {image}: {exc}") from exc
             for ep in endpoints:
