@@ -2,23 +2,36 @@
 
 No entry may leave the layer directory (the containerd tar breakout vectors, CVE-2021-32760):
 - names are cleaned; an absolute name is taken relative to the layer root (as Docker and
-  containerd do) and a name that climbs above it with '..' is refused;
+  containerd do: ``/etc/x`` lands in ``<layer>/etc/x``) and a name that climbs above the root
+  with '..' is refused;
 - every parent directory is opened component by component with O_NOFOLLOW from the layer
   root's fd, so a symlink in a parent position (``a -> /etc`` then ``a/passwd``) is refused
-  rather than followed, and nothing is ever resolved against the host's '/';
-- a hardlink's target is looked up the same way, so it cannot name a file outside the layer;
+  rather than followed - even one pointing inside the layer (containerd follows such links
+  scoped to the root; a tar made from a real tree never has entries below its own symlinks, so
+  refusing costs no real image and leaves no resolution logic to get wrong);
+- a hardlink's target is cleaned and looked up the same way: it must already exist in this
+  layer, is never reached through a symlink, and a symlink as target is linked as the symlink
+  itself (linkat without AT_SYMLINK_FOLLOW), never the file it names;
 - symlinks are created as given and never followed while unpacking (their targets mean
-  something only inside the container's root).
+  something only inside the container's root);
+- metadata is applied through fds opened with O_NOFOLLOW (or *at calls that do not follow),
+  including the deferred pass that sets directory modes/times after their children, so an entry
+  replaced later by a symlink cannot redirect a chmod/chown to the host.
+
+Devices: character and block devices and fifos are created as the tar says (the runtime is
+root, as containerd's is); they can only be created inside the layer like any other entry.
 
 Whiteouts become what overlayfs understands: ``.wh.name`` a 0:0 character device ``name``,
-``.wh..wh..opq`` the ``trusted.overlay.opaque=y`` xattr on its directory. A whiteout of the layer
-root itself (``.wh..``, or an opaque marker at the root that would hide every lower layer) is
-refused. A refused layer raises UnsafeLayer; the caller removes the directory.
+``.wh..wh..opq`` the ``trusted.overlay.opaque=y`` xattr on its directory. A whiteout naming the
+root itself (``.wh..``, ``.wh.``) is refused. An opaque marker at the layer root is accepted and
+sets the xattr on the root, as containerd does (overlayfs ignores it on a layer root). Other
+``.wh..wh.*`` names are aufs metadata and are skipped, as Docker does.
+
+A refused layer raises UnsafeLayer (naming the entry and the rule); the caller removes ``dest``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gzip
 import hashlib
@@ -28,22 +41,30 @@ import posixpath
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 from zlib import error as zlib_error
 
 WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
-# PAX xattrs a layer may carry; trusted.* (overlay's own namespace) and others are ignored.
+# PAX xattrs a layer may carry; trusted.* (overlay's own namespace) and the rest are ignored.
 ALLOWED_XATTR_PREFIXES = ("user.", "security.capability")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1 << 20
+# A PAX or GNU long-name record is read whole into memory by tarfile: cap it (as Go's
+# archive/tar does) so a layer cannot exhaust memory with one header.
+MAX_META_HEADER = 1 << 20
+# Errors that say nothing about the layer: they are raised as they are, not as UnsafeLayer.
+_HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS})
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_META_TYPES = frozenset({tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                         tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK})
 
 
 class UnsafeLayer(ValueError):
@@ -53,8 +74,21 @@ class UnsafeLayer(ValueError):
 @dataclass(frozen=True)
 class LayerStats:
     diff_id: str  # sha256 of the uncompressed tar: must equal the config's rootfs.diff_ids[i]
-    tar_bytes: int
-    entries: int
+    tar_bytes: int  # size of the uncompressed tar stream
+    entries: int  # tar members (whiteouts included)
+    bytes_written: int = 0  # regular-file content written into the layer directory
+
+
+class _CappedTarInfo(tarfile.TarInfo):
+    """TarInfo that refuses oversized PAX / GNU long-name records before tarfile reads them."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _META_TYPES and self.size > MAX_META_HEADER:
+            raise UnsafeLayer(f"entry {self.name!r}: {self.size}-byte metadata header "
+                              f"(more than {MAX_META_HEADER})")
+        # A private tarfile hook (absent from typeshed), stable since Python 2.
+        proc: Callable[[tarfile.TarFile], tarfile.TarInfo] = super()._proc_member  # type: ignore[misc]
+        return proc(tarfile_)
 
 
 class _HashingReader:
@@ -82,7 +116,13 @@ class _Peekable(io.RawIOBase):
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
-        self.head = raw.read(4)
+        head = b""
+        while len(head) < 4:
+            more = raw.read(4 - len(head))
+            if not more:
+                break
+            head += more
+        self.head = head
 
     def readable(self) -> bool:
         return True
@@ -99,33 +139,55 @@ class _Peekable(io.RawIOBase):
         return len(data)
 
 
-def _decompressed(stream: BinaryIO, media_type: str) -> io.BufferedIOBase | IO[bytes]:
+def _decompressed(stream: BinaryIO) -> io.BufferedIOBase | IO[bytes]:
+    """Decompress by magic bytes, as containerd does; the media type is only a label (a layer
+    whose bytes do not match what it claims still has to hash to its diff_id)."""
     raw = _Peekable(stream)
     head = raw.head
-    peek = io.BufferedReader(raw, CHUNK)
-    if head.startswith(GZIP_MAGIC) or media_type.endswith(("gzip", "+gzip")):
-        return gzip.GzipFile(fileobj=peek, mode="rb")
-    if head.startswith(ZSTD_MAGIC) or media_type.endswith("+zstd"):
+    buffered = io.BufferedReader(raw, CHUNK)
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=buffered, mode="rb")
+    if head.startswith(ZSTD_MAGIC):
         try:
             import zstandard  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
-            raise UnsafeLayer("zstd layer, but the zstandard package is not installed") from exc
-        reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(peek)
+            raise UnsafeLayer("zstd layer, but the 'zstandard' package is not installed") from exc
+        reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
+            buffered, read_across_frames=True)
         return reader
-    return peek
+    return buffered
 
 
 def clean_name(name: str) -> str:
-    """The entry's path relative to the layer root; UnsafeLayer if it leaves the root."""
+    """The entry's path relative to the layer root ('.' for the root); UnsafeLayer if it
+    climbs out. A leading '/' is dropped: absolute names are relative to the layer root."""
     if "\x00" in name:
         raise UnsafeLayer(f"entry {name!r}: NUL in name")
-    cleaned = posixpath.normpath("/" + name).lstrip("/")
-    # normpath of an absolute path cannot climb above '/', so climbing shows as a difference
-    # between the raw '..' count and what survived: check the raw relative form too.
-    rel = posixpath.normpath(name.lstrip("/")) if name.lstrip("/") else "."
-    if rel == ".." or rel.startswith("../"):
-        raise UnsafeLayer(f"entry {name!r} climbs out of the layer")
-    return cleaned or "."
+    rel = name.lstrip("/")
+    cleaned = posixpath.normpath(rel) if rel else "."
+    if cleaned == ".." or cleaned.startswith("../"):
+        raise UnsafeLayer(f"entry {name!r}: climbs out of the layer with '..'")
+    return cleaned
+
+
+def _xattrs(m: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    out = []
+    for key, value in m.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            attr = key[len("SCHILY.xattr."):]
+            if attr.startswith(ALLOWED_XATTR_PREFIXES):
+                # tarfile decoded the value with surrogateescape: this gives the bytes back.
+                out.append((attr, value.encode("utf-8", "surrogateescape")))
+    return out
+
+
+def _fd_meta(fd: int, m: tarfile.TarInfo) -> None:
+    """Owner, mode, xattrs and times of an open file or directory (nothing to follow)."""
+    os.fchown(fd, m.uid, m.gid)
+    os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid and capabilities
+    for attr, raw in _xattrs(m):
+        os.setxattr(fd, attr, raw)
+    os.utime(fd, (m.mtime, m.mtime))
 
 
 class _Tree:
@@ -133,18 +195,37 @@ class _Tree:
 
     def __init__(self, root: Path) -> None:
         self.root_fd = os.open(root, _DIR_FLAGS)
+        # The last directory resolved (tar members come grouped by directory): later lookups
+        # of it or below it start from its fd. Dropped whenever a directory is removed.
+        self._cached: tuple[str, int] | None = None
 
     def close(self) -> None:
+        self.forget_cache()
         os.close(self.root_fd)
 
-    @contextlib.contextmanager
-    def parent(self, rel: str, create: bool = True) -> Iterator[tuple[int, str]]:
-        """An fd of ``rel``'s parent directory (made if missing) and ``rel``'s last component.
-        A parent component that is a symlink or not a directory is refused."""
-        parts = rel.split("/")
-        fd = os.dup(self.root_fd)
+    def forget_cache(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+            self._cached = None
+
+    def open_dir(self, rel: str, *, create: bool, what: str, path: str = "") -> int:
+        """An fd (the caller closes it) of the directory ``rel`` ('.' is the root), made 0755
+        where missing if ``create``. A component that is a symlink or not a directory is
+        refused; a missing one without ``create`` raises FileNotFoundError. ``what`` (the tar
+        entry) and ``path`` (what is being resolved, if not ``rel``) go into the message."""
+        parts = [] if rel == "." else rel.split("/")
+        start = 0
+        fd = self.root_fd
+        if self._cached is not None:
+            cached_rel, cached_fd = self._cached
+            if rel == cached_rel:
+                return os.dup(cached_fd)
+            if rel.startswith(cached_rel + "/"):
+                start, fd = cached_rel.count("/") + 1, cached_fd
+        fd = os.dup(fd)
         try:
-            for part in parts[:-1]:
+            for i in range(start, len(parts)):
+                part = parts[i]
                 try:
                     nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
@@ -155,151 +236,243 @@ class _Tree:
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise UnsafeLayer(
-                            f"entry {rel!r}: parent {part!r} is a symlink or not a directory"
-                        ) from exc
+                            f"entry {what!r}: {'/'.join(parts[:i + 1])!r} in {path or rel!r} is "
+                            "a symlink or not a directory (no path is resolved through a "
+                            "symlink while unpacking)") from exc
                     raise
                 os.close(fd)
                 fd = nxt
-            yield fd, parts[-1]
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        if parts:
+            self.forget_cache()
+            self._cached = (rel, os.dup(fd))
+        return fd
 
-    @staticmethod
-    def remove(fd: int, name: str) -> None:
-        """Remove whatever ``name`` is (a later entry replaces an earlier one)."""
+    def parent(self, rel: str, *, create: bool, what: str) -> tuple[int, str]:
+        """An fd of ``rel``'s parent directory (the caller closes it) and ``rel``'s last name."""
+        head, _, name = rel.rpartition("/")
+        return self.open_dir(head or ".", create=create, what=what, path=rel), name
+
+    def remove(self, fd: int, name: str) -> bool:
+        """Remove whatever ``name`` is (a later entry replaces an earlier one); True if it was
+        a directory."""
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
-            return
+            return False
         if stat.S_ISDIR(st.st_mode):
+            # rmtree works with fds and does not follow symlinks below it; the final component
+            # of this /proc path is a real directory we just lstat'ed.
+            self.forget_cache()  # it may be, or lie below, the removed directory
             shutil.rmtree(f"/proc/self/fd/{fd}/{name}")
-        else:
-            os.unlink(name, dir_fd=fd)
+            return True
+        os.unlink(name, dir_fd=fd)
+        return False
 
 
-def _apply_meta(fd: int, name: str, m: tarfile.TarInfo, *, is_link: bool) -> None:
-    os.chown(name, m.uid, m.gid, dir_fd=fd, follow_symlinks=False)
-    if not is_link:
-        # After chown, which clears setuid/setgid bits.
-        os.chmod(f"/proc/self/fd/{fd}/{name}", m.mode & 0o7777)
-    for key, value in m.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            attr = key[len("SCHILY.xattr."):]
-            if attr.startswith(ALLOWED_XATTR_PREFIXES):
-                raw = value.encode("utf-8", "surrogateescape")
-                os.setxattr(f"/proc/self/fd/{fd}/{name}", attr, raw, follow_symlinks=False)
-    os.utime(name, (m.mtime, m.mtime), dir_fd=fd, follow_symlinks=False)
+class _Unpacker:
+    def __init__(self, tree: _Tree, max_bytes: int | None) -> None:
+        self.tree = tree
+        self.max_bytes = max_bytes
+        self.written = 0
+        # Directory metadata, applied once all entries are in (children change mtimes).
+        self.dir_meta: dict[str, tarfile.TarInfo] = {}
 
+    def _forget(self, rel: str) -> None:
+        """``rel`` (a directory) was replaced: its metadata and its children's are void."""
+        prefix = rel + "/"
+        for key in [k for k in self.dir_meta if k == rel or k.startswith(prefix)]:
+            del self.dir_meta[key]
 
-def _whiteout(tree: _Tree, rel: str, base: str) -> None:
-    if base == OPAQUE_MARKER:
-        dir_rel = posixpath.dirname(rel)
-        if not dir_rel:
-            raise UnsafeLayer(f"entry {rel!r}: an opaque whiteout of the layer root is refused")
-        with tree.parent(dir_rel + "/x") as (fd, _):
-            os.setxattr(f"/proc/self/fd/{fd}", OPAQUE_XATTR, b"y")
-        return
-    target = base[len(WHITEOUT_PREFIX):]
-    if target in ("", ".", "..") or "/" in target:
-        raise UnsafeLayer(f"entry {rel!r}: whiteout of {target!r} is refused")
-    with tree.parent(posixpath.join(posixpath.dirname(rel), target)) as (fd, name):
-        tree.remove(fd, name)
-        os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
+    def _replace(self, fd: int, name: str, rel: str) -> None:
+        if self.tree.remove(fd, name):
+            self._forget(rel)
 
+    def entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        rel = clean_name(m.name)
+        base = posixpath.basename(rel)
+        if base.startswith(WHITEOUT_PREFIX):
+            self.whiteout(m, rel, base)
+            return
+        if rel == ".":
+            if not m.isdir():
+                raise UnsafeLayer(f"entry {m.name!r}: only a directory may stand for the root")
+            self.dir_meta["."] = m
+            return
+        fd, name = self.tree.parent(rel, create=True, what=m.name)
+        try:
+            self._create(tar, m, rel, fd, name)
+        finally:
+            os.close(fd)
 
-def _entry(tree: _Tree, tar: tarfile.TarFile, m: tarfile.TarInfo,
-           dir_meta: list[tuple[str, tarfile.TarInfo]]) -> int:
-    rel = clean_name(m.name)
-    base = posixpath.basename(rel)
-    if base.startswith(WHITEOUT_PREFIX):
-        _whiteout(tree, rel, base)
-        return 0
-    if rel == ".":
-        if m.isdir():
-            dir_meta.append((".", m))
-            return 0
-        raise UnsafeLayer(f"entry {m.name!r}: only a directory may stand for the layer root")
-    with tree.parent(rel) as (fd, name):
+    def _create(self, tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str, fd: int,
+                name: str) -> None:
         if m.isdir():
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if not stat.S_ISDIR(st.st_mode):
-                    tree.remove(fd, name)
-                    os.mkdir(name, 0o700, dir_fd=fd)
             except FileNotFoundError:
                 os.mkdir(name, 0o700, dir_fd=fd)
-            dir_meta.append((rel, m))  # modes and times once its children are in
-            return 0
-        tree.remove(fd, name)
+            else:
+                if not stat.S_ISDIR(st.st_mode):
+                    os.unlink(name, dir_fd=fd)
+                    os.mkdir(name, 0o700, dir_fd=fd)
+            self.dir_meta[rel] = m  # the last header for a directory wins
+            return
+        if m.islnk():
+            self._hardlink(m, fd, name, rel)
+            return
+        self._replace(fd, name, rel)
         if m.isreg():
+            if self.max_bytes is not None and self.written + m.size > self.max_bytes:
+                raise UnsafeLayer(f"entry {m.name!r}: layer unpacks to more than "
+                                  f"{self.max_bytes} bytes")
             src = tar.extractfile(m)
             assert src is not None
-            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                          0o600, dir_fd=fd)
-            written = 0
-            with os.fdopen(out, "wb") as dst:
-                while chunk := src.read(CHUNK):
-                    dst.write(chunk)
-                    written += len(chunk)
-            _apply_meta(fd, name, m, is_link=False)
-            return written
+            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o600, dir_fd=fd)
+            try:
+                with open(out, "wb", closefd=False) as dst:
+                    while chunk := src.read(CHUNK):
+                        dst.write(chunk)
+                        self.written += len(chunk)
+                _fd_meta(out, m)
+            finally:
+                os.close(out)
+            return
         if m.issym():
             os.symlink(m.linkname, name, dir_fd=fd)
-            _apply_meta(fd, name, m, is_link=True)
-            return 0
-        if m.islnk():
-            target = clean_name(m.linkname)
-            if target == ".":
-                raise UnsafeLayer(f"entry {m.name!r}: hardlink to the layer root")
-            try:
-                with tree.parent(target, create=False) as (tfd, tname):
-                    os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError as exc:
-                raise UnsafeLayer(
-                    f"entry {m.name!r}: hardlink target {m.linkname!r} is not in this layer"
-                ) from exc
-            return 0
+            os.chown(name, m.uid, m.gid, dir_fd=fd, follow_symlinks=False)
+            # No xattrs: Linux allows neither user.* nor capabilities on symlinks.
+            os.utime(name, (m.mtime, m.mtime), dir_fd=fd, follow_symlinks=False)
+            return
         if m.ischr() or m.isblk() or m.isfifo():
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
-            os.mknod(name, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor),
-                     dir_fd=fd)
-            _apply_meta(fd, name, m, is_link=False)
-            return 0
+            os.mknod(name, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=fd)
+            # Just made by mknod, so not a symlink: the *at calls below act on it.
+            os.chown(name, m.uid, m.gid, dir_fd=fd, follow_symlinks=False)
+            os.chmod(name, m.mode & 0o7777, dir_fd=fd)
+            for attr, raw in _xattrs(m):
+                os.setxattr(f"/proc/self/fd/{fd}/{name}", attr, raw, follow_symlinks=False)
+            os.utime(name, (m.mtime, m.mtime), dir_fd=fd, follow_symlinks=False)
+            return
         raise UnsafeLayer(f"entry {m.name!r}: unsupported tar entry type {m.type!r}")
+
+    def _hardlink(self, m: tarfile.TarInfo, fd: int, name: str, rel: str) -> None:
+        try:
+            target = clean_name(m.linkname)
+        except UnsafeLayer as exc:
+            raise UnsafeLayer(f"entry {m.name!r}: hardlink target {m.linkname!r} is outside "
+                              "the layer") from exc
+        if target == ".":
+            raise UnsafeLayer(f"entry {m.name!r}: hardlink to the layer root")
+        if target == rel:
+            raise UnsafeLayer(f"entry {m.name!r}: hardlink to itself")
+        try:
+            tfd, tname = self.tree.parent(target, create=False, what=m.name)
+        except FileNotFoundError as exc:
+            raise UnsafeLayer(f"entry {m.name!r}: hardlink target {m.linkname!r} is not in "
+                              "this layer") from exc
+        try:
+            try:
+                st = os.stat(tname, dir_fd=tfd, follow_symlinks=False)
+            except FileNotFoundError as exc:
+                raise UnsafeLayer(f"entry {m.name!r}: hardlink target {m.linkname!r} is not "
+                                  "in this layer") from exc
+            if stat.S_ISDIR(st.st_mode):
+                raise UnsafeLayer(f"entry {m.name!r}: hardlink to directory {m.linkname!r}")
+            self._replace(fd, name, rel)
+            # No AT_SYMLINK_FOLLOW: a symlink target is linked as the symlink itself.
+            os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(tfd)
+
+    def whiteout(self, m: tarfile.TarInfo, rel: str, base: str) -> None:
+        dir_rel = posixpath.dirname(rel) or "."
+        if base == OPAQUE_MARKER:
+            dfd = self.tree.open_dir(dir_rel, create=True, what=m.name, path=rel)
+            try:
+                os.setxattr(dfd, OPAQUE_XATTR, b"y")
+            finally:
+                os.close(dfd)
+            return
+        if base.startswith(WHITEOUT_META_PREFIX):
+            return  # aufs metadata (.wh..wh.plnk, .wh..wh.aufs): not a whiteout
+        target = base[len(WHITEOUT_PREFIX):]
+        if target in ("", ".", ".."):
+            raise UnsafeLayer(f"entry {m.name!r}: whiteout of {target!r} is refused")
+        fd = self.tree.open_dir(dir_rel, create=True, what=m.name, path=rel)
+        try:
+            self._replace(fd, target, posixpath.join(dir_rel, target).removeprefix("./"))
+            os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def finish_dirs(self) -> None:
+        # Deepest first, so a parent's mtime is the last thing to touch it.
+        for rel in sorted(self.dir_meta, key=lambda r: -1 if r == "." else r.count("/"),
+                          reverse=True):
+            try:
+                dfd = self.tree.open_dir(rel, create=False, what=rel)
+            except FileNotFoundError:
+                continue
+            try:
+                _fd_meta(dfd, self.dir_meta[rel])
+            finally:
+                os.close(dfd)
+
+
+def _label(media_type: str) -> str:
+    return f" ({media_type})" if media_type else ""
 
 
 def unpack_layer(stream: BinaryIO, dest: Path, *, media_type: str = "",
                  max_entries: int | None = None, max_bytes: int | None = None) -> LayerStats:
-    """Unpack a (gzip, zstd or plain) tar layer into the empty directory ``dest``."""
-    reader = _HashingReader(_decompressed(stream, media_type))
+    """Unpack a (gzip, zstd or plain) tar layer into the empty directory ``dest``.
+
+    The compression is told by magic bytes; ``media_type`` only labels errors. ``max_entries``
+    caps tar members, ``max_bytes`` the regular-file bytes written. Raises UnsafeLayer for a
+    layer that breaks a rule or cannot be read; the caller removes ``dest`` then.
+    """
+    reader = _HashingReader(_decompressed(stream))
     tree = _Tree(dest)
-    dir_meta: list[tuple[str, tarfile.TarInfo]] = []
-    entries = written = 0
+    unpacker = _Unpacker(tree, max_bytes)
+    entries = 0
     try:
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
-                for member in tar:
+            with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
+                              tarinfo=_CappedTarInfo) as tar:
+                while (member := tar.next()) is not None:
+                    tar.members.clear()  # stream mode keeps every member otherwise
                     entries += 1
                     if max_entries is not None and entries > max_entries:
                         raise UnsafeLayer(f"layer has more than {max_entries} entries")
                     try:
-                        written += _entry(tree, tar, member, dir_meta)
+                        unpacker.entry(tar, member)
+                    except UnsafeLayer:
+                        raise
                     except OSError as exc:
+                        if exc.errno in _HOST_ERRNOS:
+                            raise
                         raise UnsafeLayer(f"entry {member.name!r}: {exc}") from exc
-                    if max_bytes is not None and written > max_bytes:
-                        raise UnsafeLayer(f"layer unpacks to more than {max_bytes} bytes")
+                    except ValueError as exc:  # e.g. a NUL inside a PAX linkpath
+                        raise UnsafeLayer(f"entry {member.name!r}: invalid name or link "
+                                          f"target ({exc})") from exc
+            reader.drain()
+        except UnsafeLayer:
+            raise
         except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib_error) as exc:
-            raise UnsafeLayer(f"layer is not a readable tar stream: {exc}") from exc
-        reader.drain()
-        # Deepest directories first, so setting a parent's mtime is the last touch it gets.
-        for rel, m in sorted(dir_meta, key=lambda x: x[0].count("/"), reverse=True):
-            if rel == ".":
-                os.fchown(tree.root_fd, m.uid, m.gid)
-                os.fchmod(tree.root_fd, m.mode & 0o7777)
-                os.utime(tree.root_fd, (m.mtime, m.mtime))
-                continue
-            with tree.parent(rel, create=False) as (fd, name):
-                _apply_meta(fd, name, m, is_link=False)
+            raise UnsafeLayer(f"layer{_label(media_type)} is not a readable tar stream: "
+                              f"{exc}") from exc
+        except Exception as exc:
+            # zstandard.ZstdError, without importing zstandard for other layers.
+            if not type(exc).__module__.startswith("zstandard"):
+                raise
+            raise UnsafeLayer(f"layer{_label(media_type)} is not a readable zstd stream: "
+                              f"{exc}") from exc
+        unpacker.finish_dirs()
     finally:
         tree.close()
-    return LayerStats(f"sha256:{reader.sha.hexdigest()}", reader.size, entries)
+    return LayerStats(f"sha256:{reader.sha.hexdigest()}", reader.size, entries,
+                      unpacker.written)

@@ -3,11 +3,13 @@ whiteouts, metadata and compression come out as overlayfs expects."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import os
 import stat
+import struct
 import subprocess
 import tarfile
 from collections.abc import Callable
@@ -63,13 +65,32 @@ BREAKOUTS: dict[str, list[Add]] = {
     "symlink-parent-rel": [sym("a", "../.."), entry("a/outside", data=b"x")],
     "symlink-chain": [d("b"), sym("b/c", "../../.."), sym("a", "b/c"), entry("a/outside")],
     "symlink-parent-to-dir-inside": [d("real"), sym("a", "real"), entry("a/x", data=b"x")],
+    # the same directory resolved again after a symlink replaced it (no stale lookup)
+    "symlink-replaces-dir": [d("a"), entry("a/x"), sym("a", "/etc"), entry("a/evil")],
+    "symlink-replaces-parent": [d("a/b"), entry("a/b/x"), sym("a", "/"), entry("a/b/evil")],
     "hardlink-abs": [hard("pw", "/etc/passwd")],
     "hardlink-dotdot": [hard("pw", "../outside-target")],
     "hardlink-via-symlink": [sym("etc", "/etc"), hard("pw", "etc/passwd")],
     "hardlink-missing": [hard("pw", "nope")],
+    "hardlink-via-symlinked-dir": [d("etc"), entry("etc/passwd", data=b"in"), sym("l", "etc"),
+                                   hard("pw", "l/passwd")],
+    "hardlink-via-abs-symlinked-dir": [sym("localetc", "/etc"), hard("pw", "/localetc/passwd")],
+    "hardlink-to-dir": [d("dir"), hard("pw", "dir")],
+    "hardlink-to-root": [hard("pw", "/")],
+    "symlink-up-and-out": [d("dummy"), sym("localetc", "/dummy/../etc"),
+                           entry("/localetc/evil", data=b"x")],
+    "symlink-multiple-relative": [d("dummy"), sym("dummy/etc", "/etc"),
+                                  sym("localetc", "./dummy/etc"), entry("localetc/evil")],
     "whiteout-root": [entry(".wh..")],
+    "whiteout-empty": [entry(".wh.")],
     "whiteout-dotdot-dir": [d("a"), entry("a/.wh..")],
-    "opaque-root": [entry(".wh..wh..opq")],
+    "whiteout-climbs": [entry("../.wh.outside-target")],
+    "whiteout-under-symlink": [sym("a", "/etc"), entry("a/.wh.passwd")],
+    "opaque-under-symlink": [sym("a", "/etc"), entry("a/.wh..wh..opq")],
+    "root-as-file": [entry("./", data=b"x")],
+    "nul-in-linkpath": [entry("l", tarfile.SYMTYPE, mode=0o777,
+                              pax_headers={"linkpath": "a\x00b"})],
+    "huge-pax-header": [entry("f", pax_headers={"comment": "x" * (2 << 20)})],
     "not-a-tar": [],
 }
 
@@ -90,6 +111,8 @@ def test_breakouts_are_refused_and_write_nothing_outside(tmp_path: Path, case: s
     assert Path("/etc/passwd").read_bytes() == passwd
     assert not Path("/etc/evil").exists()
     assert os.stat("/etc/passwd").st_nlink == 1
+    assert not Path("/etc/.wh..wh..opq").exists()
+    assert OPAQUE_XATTR not in os.listxattr("/etc")
 
 
 def test_absolute_names_land_inside_the_layer(tmp_path: Path) -> None:
@@ -194,3 +217,129 @@ def test_rootfs_unmount_handles_same_filesystem_bind_mounts(tmp_path: Path) -> N
     assert str(target) not in Path("/proc/self/mountinfo").read_text()
     unmount(target)  # idempotent
     unmount(tmp_path / "missing")
+
+
+def test_replaced_directory_metadata_never_follows_a_symlink(tmp_path: Path) -> None:
+    # A directory entry, then a symlink of the same name to a host directory: the deferred
+    # chmod/chown/utime of the directory must not land on the host directory.
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    before = os.stat(victim)
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    unpack_layer(io.BytesIO(layer(d("x", mode=0o777), d("x/sub", mode=0o777),
+                                  sym("x", str(victim)))), dest)
+    after = os.stat(victim)
+    assert (after.st_mode, after.st_uid, after.st_mtime) == \
+        (before.st_mode, before.st_uid, before.st_mtime)
+    assert os.readlink(dest / "x") == str(victim)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layer", "victim"]
+
+
+def test_hardlink_to_symlink_links_the_symlink_itself(tmp_path: Path) -> None:
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    nlink = os.stat("/etc/passwd").st_nlink
+    unpack_layer(io.BytesIO(layer(sym("passwdlink", "/etc/passwd"),
+                                  hard("localpasswd", "/passwdlink"))), dest)
+    st = os.lstat(dest / "localpasswd")
+    assert stat.S_ISLNK(st.st_mode) and st.st_ino == os.lstat(dest / "passwdlink").st_ino
+    assert os.stat("/etc/passwd").st_nlink == nlink
+
+
+def test_later_entries_replace_earlier_ones(tmp_path: Path) -> None:
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    unpack_layer(io.BytesIO(layer(
+        entry("a", data=b"file"), d("a", mode=0o750),                       # file -> dir
+        d("b"), entry("b/child", data=b"c"), entry("b", data=b"file", mode=0o640),  # dir -> file
+        d("c", mode=0o700), d("c", mode=0o711),                            # last dir header wins
+    )), dest)
+    assert stat.S_IMODE(os.stat(dest / "a").st_mode) == 0o750 and (dest / "a").is_dir()
+    b = os.stat(dest / "b")
+    assert stat.S_ISREG(b.st_mode) and stat.S_IMODE(b.st_mode) == 0o640
+    assert (dest / "b").read_bytes() == b"file"
+    assert stat.S_IMODE(os.stat(dest / "c").st_mode) == 0o711
+
+
+def test_a_replaced_directory_is_not_written_through(tmp_path: Path) -> None:
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    unpack_layer(io.BytesIO(layer(d("a/b"), entry("a/b/x", data=b"x"), entry("a", data=b"f"),
+                                  entry("a2/y"), entry("a", tarfile.DIRTYPE, mode=0o755),
+                                  entry("a/b/y", data=b"y"))), dest)
+    assert sorted(os.listdir(dest / "a" / "b")) == ["y"]
+
+
+def test_whiteout_details(tmp_path: Path) -> None:
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    stats = unpack_layer(io.BytesIO(layer(
+        entry(".wh..wh..opq"),          # opaque root: accepted, as containerd does
+        entry(".wh..wh.plnk"),          # aufs metadata: skipped
+        d("dir"), entry("dir/x", data=b"x"), entry("dir/.wh.x"),  # whiteout replaces a file
+        entry("deep/er/.wh.gone"),      # parents made as needed
+    )), dest)
+    assert stats.entries == 6
+    assert os.getxattr(dest, OPAQUE_XATTR) == b"y"
+    assert not (dest / ".wh.plnk").exists() and not (dest / ".wh..wh.plnk").exists()
+    for wh in (dest / "dir" / "x", dest / "deep" / "er" / "gone"):
+        st = os.lstat(wh)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
+    assert sorted(os.listdir(dest)) == ["deep", "dir"]
+
+
+def test_capability_xattr_survives_chown(tmp_path: Path) -> None:
+    # vfs_cap_data v2, effective, cap_net_bind_service (10) permitted: binary, not UTF-8.
+    cap = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    raw = cap.decode("utf-8", "surrogateescape")
+    unpack_layer(io.BytesIO(layer(entry("ping", data=b"\x7fELF", mode=0o755, uid=0, gid=0,
+                                        pax_headers={"SCHILY.xattr.security.capability": raw}))),
+                 dest)
+    assert os.getxattr(dest / "ping", "security.capability") == cap
+
+
+def test_compression_is_told_by_magic_and_stats(tmp_path: Path) -> None:
+    tar = layer(d("etc"), entry("etc/a", data=b"12345"), entry("b", data=b"678"))
+    sha = "sha256:" + hashlib.sha256(tar).hexdigest()
+    cases = {
+        "docker-gzip": (gzip.compress(tar), "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        "plain-labelled-gzip": (tar, "application/vnd.oci.image.layer.v1.tar+gzip"),
+        "gzip-unlabelled": (gzip.compress(tar), ""),
+        "multi-member-gzip": (gzip.compress(tar[:700]) + gzip.compress(tar[700:]), ""),
+    }
+    zstandard = None
+    with contextlib.suppress(ImportError):
+        import zstandard  # type: ignore[import-not-found,unused-ignore,no-redef]
+    if zstandard is not None:
+        c = zstandard.ZstdCompressor()
+        cases["zstd-multi-frame"] = (c.compress(tar[:1000]) + c.compress(tar[1000:]),
+                                     "application/vnd.oci.image.layer.v1.tar+zstd")
+    for name, (blob, media_type) in cases.items():
+        dest = tmp_path / name
+        dest.mkdir()
+        stats = unpack_layer(io.BytesIO(blob), dest, media_type=media_type)
+        assert (dest / "etc" / "a").read_bytes() == b"12345", name
+        assert (stats.diff_id, stats.tar_bytes, stats.entries, stats.bytes_written) == \
+            (sha, len(tar), 3, 8), name
+
+
+@pytest.mark.parametrize("blob", [b"\x1f\x8b" + b"not gzip" * 100,
+                                  b"\x28\xb5\x2f\xfd" + b"not zstd" * 100, b""])
+def test_corrupt_streams_are_unsafe_layers(tmp_path: Path, blob: bytes) -> None:
+    if blob.startswith(b"\x28\xb5"):
+        pytest.importorskip("zstandard")
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    with pytest.raises(UnsafeLayer):
+        unpack_layer(io.BytesIO(blob), dest)
+
+
+def test_byte_limit_is_checked_before_writing(tmp_path: Path) -> None:
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    with pytest.raises(UnsafeLayer, match=r"'big'.*more than 10 bytes"):
+        unpack_layer(io.BytesIO(layer(entry("big", data=b"x" * 1000))), dest, max_bytes=10)
+    assert not (dest / "big").exists()
