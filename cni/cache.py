@@ -1,5 +1,12 @@
-"""The on-disk result cache, laid out like libcni's so DEL/CHECK can find what ADD did:
-<cache_dir>/results/<network>-<container id>-<ifname>, a JSON object of kind cniCacheV1."""
+"""The on-disk result cache, laid out like libcni's so DEL/CHECK can find what ADD did even
+after a daemon restart: <cache_dir>/results/<network>-<container id>-<ifname>, one JSON object
+of kind "cniCacheV1" (containerId, config as base64 bytes, ifName, networkName, netns,
+cniArgs as [key, value] pairs, capabilityArgs, result).
+
+Files are 0600 in 0700 directories: results and capability args describe other pods.
+Writes are atomic (temp file + fsync + rename + directory fsync), so a crash leaves either the
+old entry or the new one, never a torn file that would lose a DEL its prevResult.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +34,14 @@ def check_container_id(container_id: str) -> None:
 
 
 def check_ifname(ifname: str) -> None:
+    # libcni's ValidateInterfaceName: IFNAMSIZ-1 bytes, no '/', ':' or whitespace, not . or ..
     if not ifname or len(ifname) > 15 or ifname in (".", "..") or _BAD_IFNAME.search(ifname):
         raise CNIError(f"invalid interface name {ifname!r}")
 
 
 def entry_path(cache_dir: Path, network: str, container_id: str, ifname: str) -> Path:
+    if not _ID_RE.match(network or ""):
+        raise CNIError(f"invalid network name {network!r}")
     check_container_id(container_id)
     check_ifname(ifname)
     return Path(cache_dir) / "results" / f"{network}-{container_id}-{ifname}"
@@ -81,17 +91,20 @@ class CacheEntry:
                    netns=str(obj.get("netns") or ""))
 
 
-def _ensure_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o700)
+def _ensure_results_dir(cache_dir: Path) -> Path:
+    results = Path(cache_dir) / "results"
+    # A cache dir we create is 0700; an existing one (say /var/lib/cni, shared with host-local)
+    # keeps its mode. The results dir is ours alone and is forced to 0700.
+    Path(cache_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    results.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(results, 0o700)
+    return results
 
 
 def write_entry(cache_dir: Path, entry: CacheEntry) -> Path:
     """Atomically (tmp + fsync + rename) store entry with mode 0600 in a 0700 directory."""
     path = entry_path(cache_dir, entry.network_name, entry.container_id, entry.ifname)
-    _ensure_dir(Path(cache_dir))
-    _ensure_dir(path.parent)
+    _ensure_results_dir(cache_dir)
     data = json.dumps(entry.to_json(), separators=(",", ":")).encode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -123,23 +136,36 @@ def read_entry(cache_dir: Path, network: str, container_id: str, ifname: str) ->
         return None
 
 
-def find_entry(cache_dir: Path, container_id: str, ifname: str) -> CacheEntry | None:
-    """Any network's entry for (container_id, ifname), for when the network name is unknown."""
-    check_container_id(container_id)
-    check_ifname(ifname)
-    suffix = f"-{container_id}-{ifname}"
+def list_entries(cache_dir: Path, container_id: str | None = None) -> list[CacheEntry]:
+    """Every readable entry (of one container, when given), in file name order: what a runtime
+    walks after a restart to DEL attachments whose pods no longer exist."""
     results = Path(cache_dir) / "results"
     try:
-        names = sorted(n for n in os.listdir(results) if n.endswith(suffix) and not n.startswith("."))
+        names = sorted(n for n in os.listdir(results) if not n.startswith("."))
     except OSError:
-        return None
+        return []
+    entries = []
     for name in names:
+        if container_id is not None and f"-{container_id}-" not in name:
+            continue
         try:
             entry = CacheEntry.from_json(json.loads((results / name).read_bytes()))
         except (OSError, ValueError, CNIError):
             continue
-        if entry.container_id == container_id and entry.ifname == ifname \
-                and f"{entry.network_name}{suffix}" == name:
+        # The file name must be the one the entry's own fields give (no stray or renamed files).
+        if name != f"{entry.network_name}-{entry.container_id}-{entry.ifname}":
+            continue
+        if container_id is None or entry.container_id == container_id:
+            entries.append(entry)
+    return entries
+
+
+def find_entry(cache_dir: Path, container_id: str, ifname: str) -> CacheEntry | None:
+    """Any network's entry for (container_id, ifname), for when the network name is unknown."""
+    check_container_id(container_id)
+    check_ifname(ifname)
+    for entry in list_entries(cache_dir, container_id):
+        if entry.ifname == ifname:
             return entry
     return None
 

@@ -6,6 +6,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# Well-known error codes, CNI spec 1.0.0 "Error" section; 100+ are plugin-specific.
+ERROR_CODES = {
+    1: "incompatible CNI version",
+    2: "unsupported field in network configuration",
+    3: "container unknown or does not exist",
+    4: "invalid necessary environment variables",
+    5: "I/O failure",
+    6: "failed to decode content",
+    7: "invalid network config",
+    11: "try again later",
+}
+# How much of a plugin's stderr goes into str(error); the attribute keeps more.
+_STDERR_IN_MESSAGE = 512
+
 
 class CNIError(Exception):
     """Base class of every error the cni package raises."""
@@ -28,7 +42,7 @@ class CNIPluginNotFound(CNIError):
 
 
 class CNIPluginError(CNIError):
-    """A plugin exited non-zero (or misbehaved); carries the CNI error object fields."""
+    """A plugin exited non-zero (or misbehaved); carries the fields of the CNI error object."""
 
     def __init__(self, plugin: str, command: str, code: int | None, msg: str, details: str = "",
                  stderr: str = "") -> None:
@@ -43,13 +57,22 @@ class CNIPluginError(CNIError):
     def _render(self) -> str:
         text = f"plugin {self.plugin!r} {self.command} failed"
         if self.code is not None:
-            text += f" (code {self.code})"
+            known = ERROR_CODES.get(self.code)
+            text += f" (code {self.code}{': ' + known if known else ''})"
         text += f": {self.msg or 'no error message'}"
         if self.details:
             text += f"; {self.details}"
-        if self.stderr:
-            text += f" [stderr: {self.stderr.strip()}]"
+        stderr = self.stderr.strip()
+        if stderr:
+            if len(stderr) > _STDERR_IN_MESSAGE:
+                stderr = "..." + stderr[-_STDERR_IN_MESSAGE:]
+            text += f" [stderr: {stderr}]"
         return text
+
+    @property
+    def retryable(self) -> bool:
+        """Code 11: the plugin asks the runtime to try the operation again later."""
+        return self.code == 11
 
     def to_dict(self) -> dict[str, Any]:
         return {"plugin": self.plugin, "command": self.command, "code": self.code, "msg": self.msg,
@@ -57,9 +80,13 @@ class CNIPluginError(CNIError):
 
 
 class CNITimeout(CNIError):
-    def __init__(self, plugin: str, command: str, timeout: float) -> None:
+    """A plugin ran past its deadline; it and every process of its group were killed."""
+
+    def __init__(self, plugin: str, command: str, timeout: float, stderr: str = "") -> None:
         self.plugin = plugin
         self.command = command
         self.timeout = timeout
-        super().__init__(f"plugin {plugin!r} {command} did not finish within {timeout:g}s "
-                         "and was killed")
+        self.stderr = stderr
+        text = f"plugin {plugin!r} {command} did not finish within {timeout:g}s and was killed"
+        tail = stderr.strip()[-_STDERR_IN_MESSAGE:]
+        super().__init__(f"{text} [stderr: {tail}]" if tail else text)

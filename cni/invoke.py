@@ -1,4 +1,9 @@
-"""Executing one CNI plugin binary: protocol env vars, config on stdin, result on stdout."""
+"""Executing one CNI plugin binary: protocol env vars, config on stdin, result on stdout.
+
+The protocol (CNI spec 1.0.0, "Protocol parameters" and "Execution"): parameters travel in
+CNI_* environment variables, the network configuration as JSON on stdin, the result (or an
+error object {code, msg, details}) as JSON on stdout; exit status 0 means success.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,14 @@ from typing import Any
 from cni.errors import CNIPluginError, CNIPluginNotFound, CNITimeout
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-STDERR_TAIL = 4096
-MAX_STDOUT = 16 << 20
-_FORBIDDEN = (";", "=", "\x00", "\n", "\r")
+# A result is a few KiB; anything near this is a broken plugin, not a bigger network.
+MAX_STDOUT = 4 << 20
+# The end of stderr is where a failing Go plugin prints its panic or last log line.
+STDERR_TAIL = 8192
+_READ_CHUNK = 65536
+# ';' separates CNI_ARGS pairs and '=' key from value, so either inside a value would let a
+# pod name smuggle in an extra argument (e.g. IP=...); NUL and newlines break the environment.
+FORBIDDEN_ARG_CHARS = (";", "=", "\x00", "\n", "\r")
 
 
 def find_plugin(plugin_type: str, plugin_dirs: Sequence[Path]) -> Path:
@@ -34,9 +44,11 @@ def encode_args(args: Mapping[str, str]) -> str:
     """CNI_ARGS: K=V pairs joined by ';'. Keys/values that would smuggle extra pairs are refused."""
     parts = []
     for key, value in args.items():
-        if not key or any(ch in key for ch in _FORBIDDEN):
+        if not key or any(ch in key for ch in FORBIDDEN_ARG_CHARS):
             raise ValueError(f"invalid CNI_ARGS key {key!r}")
-        if any(ch in value for ch in _FORBIDDEN):
+        if not isinstance(value, str):
+            raise ValueError(f"CNI_ARGS value for {key} must be a string, not {type(value).__name__}")
+        if any(ch in value for ch in FORBIDDEN_ARG_CHARS):
             raise ValueError(f"CNI_ARGS value for {key} contains a forbidden character: {value!r}")
         parts.append(f"{key}={value}")
     return ";".join(parts)
@@ -44,6 +56,8 @@ def encode_args(args: Mapping[str, str]) -> str:
 
 def plugin_env(command: str, container_id: str, netns: str, ifname: str, args: Mapping[str, str],
                plugin_dirs: Sequence[Path]) -> dict[str, str]:
+    """The plugin's whole environment: the CNI_* parameters and PATH (plugins run iptables, tc,
+    ...). Nothing else of the daemon's environment leaks into plugins."""
     return {
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container_id,
@@ -64,15 +78,39 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         proc.kill()
 
 
-def _tail(data: bytes, limit: int = STDERR_TAIL) -> str:
-    text = data[-limit:].decode("utf-8", "replace")
-    return ("..." + text) if len(data) > limit else text
+def _text(data: bytes | bytearray, limit: int, *, tail: bool = True) -> str:
+    cut = data[-limit:] if tail else data[:limit]
+    text = bytes(cut).decode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return "..." + text if tail else text + "..."
 
 
-def _error_from_output(plugin: str, command: str, rc: int, stdout: bytes, stderr: bytes) -> CNIPluginError:
-    code: int | None = None
-    msg = ""
-    details = ""
+async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:
+    # A plugin may exit without reading stdin (e.g. VERSION, or an early failure).
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stream.write(data)
+        await stream.drain()
+    stream.close()
+
+
+async def _drain_head(stream: asyncio.StreamReader, into: bytearray, limit: int) -> None:
+    """Read to EOF keeping the first `limit` bytes (memory stays bounded, the pipe never fills)."""
+    while chunk := await stream.read(_READ_CHUNK):
+        if len(into) < limit:
+            into += chunk[:limit - len(into)]
+
+
+async def _drain_tail(stream: asyncio.StreamReader, into: bytearray, limit: int) -> None:
+    """Read to EOF keeping the last `limit` bytes (callers ask for one more than they show,
+    so a cut tail is marked as such)."""
+    while chunk := await stream.read(_READ_CHUNK):
+        into += chunk
+        if len(into) > limit:
+            del into[:-limit]
+
+
+def _error_from_output(plugin: str, command: str, rc: int, stdout: bytes, stderr: str) -> CNIPluginError:
     try:
         obj = json.loads(stdout) if stdout.strip() else None
     except ValueError:
@@ -80,53 +118,64 @@ def _error_from_output(plugin: str, command: str, rc: int, stdout: bytes, stderr
     if isinstance(obj, dict) and ("code" in obj or "msg" in obj):
         raw_code = obj.get("code")
         code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
-        msg = str(obj.get("msg") or "")
-        details = str(obj.get("details") or "")
+        msg, details = str(obj.get("msg") or ""), str(obj.get("details") or "")
     else:
-        msg = _tail(stdout, 1024).strip()
+        code, msg, details = None, _text(stdout, 1024).strip(), ""
     if not msg:
         msg = f"exited with status {rc}" if rc >= 0 else f"killed by signal {-rc}"
-    return CNIPluginError(plugin, command, code, msg, details, _tail(stderr))
+    return CNIPluginError(plugin, command, code, msg, details, stderr)
 
 
 async def exec_plugin(path: Path, command: str, config: Mapping[str, Any], *, container_id: str,
                       netns: str, ifname: str, args: Mapping[str, str], plugin_dirs: Sequence[Path],
                       time_limit: float) -> dict[str, Any] | None:
-    """Run one plugin; returns the parsed JSON it printed (None for empty output)."""
+    """Run one plugin; returns the JSON object it printed (None for empty output, as DEL and
+    CHECK print nothing on success).
+
+    The plugin runs in its own process group; at time_limit (or when the caller is cancelled)
+    the whole group is SIGKILLed. Raises CNIPluginError, CNITimeout."""
     plugin = path.name
     env = plugin_env(command, container_id, netns, ifname, args, plugin_dirs)
     stdin = json.dumps(config).encode()
-    proc = await asyncio.create_subprocess_exec(
-        str(path), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd="/", start_new_session=True,
-        close_fds=True,
-    )
+    stdout, stderr = bytearray(), bytearray()
     try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), time_limit)
+        proc = await asyncio.create_subprocess_exec(
+            str(path), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, cwd="/", start_new_session=True,
+        )
+    except OSError as exc:  # not executable, no interpreter, a script without #! ...
+        raise CNIPluginError(plugin, command, None, f"cannot execute {path}: {exc.strerror or exc}") from exc
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        async with asyncio.timeout(time_limit):
+            await asyncio.gather(_feed(proc.stdin, stdin),
+                                 _drain_head(proc.stdout, stdout, MAX_STDOUT + 1),
+                                 _drain_tail(proc.stderr, stderr, STDERR_TAIL + 1))
+            rc = await proc.wait()
     except TimeoutError:
         _kill_group(proc)
         await proc.wait()
-        raise CNITimeout(plugin, command, time_limit) from None
+        raise CNITimeout(plugin, command, time_limit, _text(stderr, STDERR_TAIL)) from None
     except BaseException:
         # Cancelled (or anything else): never leave the plugin or its children running.
         _kill_group(proc)
         with contextlib.suppress(Exception):
             await asyncio.shield(proc.wait())
         raise
-    rc = proc.returncode if proc.returncode is not None else -1
+    err_text = _text(stderr, STDERR_TAIL)
     if rc != 0:
-        raise _error_from_output(plugin, command, rc, stdout, stderr)
+        raise _error_from_output(plugin, command, rc, bytes(stdout), err_text)
     if len(stdout) > MAX_STDOUT:
         raise CNIPluginError(plugin, command, None, f"printed more than {MAX_STDOUT} bytes",
-                             stderr=_tail(stderr))
+                             stderr=err_text)
     if not stdout.strip():
         return None
     try:
         obj = json.loads(stdout)
     except ValueError as exc:
         raise CNIPluginError(plugin, command, None, f"printed invalid JSON: {exc}",
-                             details=_tail(stdout, 512), stderr=_tail(stderr)) from None
+                             details=_text(stdout, 512, tail=False), stderr=err_text) from None
     if not isinstance(obj, dict):
         raise CNIPluginError(plugin, command, None, "printed JSON that is not an object",
-                             stderr=_tail(stderr))
+                             stderr=err_text)
     return obj

@@ -1,48 +1,42 @@
-"""Kubernetes conventions on top of CNI: the CNI_ARGS the kubelet's runtimes pass and the
-runtimeConfig capability arguments (portMappings, dns, bandwidth, cgroupPath)."""
+"""Kubernetes conventions on top of CNI: the CNI_ARGS every Kubernetes runtime passes and the
+runtimeConfig capability arguments (CNI CONVENTIONS.md: portMappings, dns, bandwidth,
+cgroupPath). CNINetwork hands each plugin only the capabilities it declares."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+import ipaddress
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
-# The bandwidth plugin needs a burst whenever a rate is set; like CRI-O (ocicni) and the old
-# kubenet we use MaxInt32 bits, which the plugin accepts (its limit is burst/8 < 4 GiB).
+from cni.invoke import FORBIDDEN_ARG_CHARS
+from cni.quantity import parse_quantity
+
+INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
+EGRESS_ANNOTATION = "kubernetes.io/egress-bandwidth"
+
+# The bandwidth plugin needs a burst whenever a rate is set (and refuses burst/8 >= 4 GiB).
+# The kubelet's own CNI code used MaxInt32 bits ("2Gbit is the equivalent of no limit");
+# containerd passes MaxUint32, CRI-O MaxUint32*8-1. Any of them means "no burst limit".
 DEFAULT_BURST = 2**31 - 1
-# The kubelet rejects bandwidth annotations outside [1k, 1P]; do the same.
+# The kubelet refuses bandwidth annotations outside [1k, 1P] bits/s; so do we.
 MIN_BANDWIDTH = 1000
 MAX_BANDWIDTH = 10**15
-
-_FORBIDDEN = (";", "=", "\x00", "\n", "\r")
-
-_SUFFIXES: dict[str, Decimal] = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
-    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30,
-    "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
-}
-_QUANTITY_RE = re.compile(
-    r"^(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+))"
-    r"(?:(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])|[eE](?P<exp>[+-]?\d+))?$"
-)
+PROTOCOLS = ("tcp", "udp", "sctp")
 
 
 def _check_arg(key: str, value: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"CNI_ARGS value for {key} must be a string, not {type(value).__name__}")
-    for ch in _FORBIDDEN:
+    for ch in FORBIDDEN_ARG_CHARS:
         if ch in value:
             raise ValueError(f"CNI_ARGS value for {key} contains a forbidden character {ch!r}: {value!r}")
     return value
 
 
 def cni_args(*, namespace: str, name: str, infra_id: str, uid: str) -> dict[str, str]:
-    """The CNI_ARGS key/values every Kubernetes runtime passes (in this order)."""
+    """The CNI_ARGS of a pod, in the order the kubelet's runtimes pass them. IgnoreUnknown=1
+    asks plugins not to fail on the K8S_* keys they do not know (CONVENTIONS.md)."""
     return {
         "IgnoreUnknown": "1",
         "K8S_POD_NAMESPACE": _check_arg("K8S_POD_NAMESPACE", namespace),
@@ -56,33 +50,12 @@ def cni_args(*, namespace: str, name: str, infra_id: str, uid: str) -> dict[str,
 class PortMapping:
     host_port: int
     container_port: int
-    protocol: str
+    protocol: str  # any case; sent lowercase
     host_ip: str = ""
 
 
-def parse_quantity(text: str) -> int:
-    """A Kubernetes resource quantity as an integer, rounded up ("10M", "1Gi", "500k", "1e6")."""
-    if not isinstance(text, str):
-        raise ValueError(f"invalid quantity {text!r}: not a string")
-    m = _QUANTITY_RE.match(text.strip())
-    if m is None:
-        raise ValueError(f"invalid quantity {text!r}: expected a number with an optional suffix "
-                         "(k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei, m) or exponent")
-    try:
-        num = Decimal(m.group("num"))
-        if m.group("exp") is not None:
-            exp = int(m.group("exp"))
-            if abs(exp) > 64:
-                raise ValueError(f"invalid quantity {text!r}: exponent out of range")
-            value = num.scaleb(exp)
-        else:
-            value = num * _SUFFIXES[m.group("suffix") or ""]
-    except InvalidOperation as exc:
-        raise ValueError(f"invalid quantity {text!r}") from exc
-    return int(value.to_integral_value(rounding=ROUND_CEILING))
-
-
 def parse_bandwidth(what: str, text: str) -> int:
+    """A bandwidth annotation value in bits per second ("10M" -> 10_000_000)."""
     try:
         bits = parse_quantity(text)
     except ValueError as exc:
@@ -100,32 +73,49 @@ def _port(what: str, value: int) -> int:
     return value
 
 
-def capability_args(*, port_mappings: Iterable[PortMapping], dns_servers: list[str],
-                    dns_searches: list[str], dns_options: list[str], ingress_bandwidth: str | None,
-                    egress_bandwidth: str | None, cgroup_path: str) -> dict[str, Any]:
-    """runtimeConfig capability arguments; CNINetwork hands each plugin only those it declares."""
-    caps: dict[str, Any] = {}
-    mappings: list[dict[str, Any]] = []
-    for pm in port_mappings:
+def port_mapping_args(mappings: Iterable[PortMapping]) -> list[dict[str, Any]]:
+    """The portMappings capability. Ports without a host port are not mapped (containerd and
+    CRI-O skip them too: the CRI lists every declared container port)."""
+    out: list[dict[str, Any]] = []
+    for pm in mappings:
+        if pm.host_port == 0:
+            continue
         proto = pm.protocol.lower()
-        if proto not in ("tcp", "udp", "sctp"):
+        if proto not in PROTOCOLS:
             raise ValueError(f"invalid port mapping protocol {pm.protocol!r}")
         entry: dict[str, Any] = {"hostPort": _port("host port", pm.host_port),
                                  "containerPort": _port("container port", pm.container_port),
                                  "protocol": proto}
         if pm.host_ip:
-            entry["hostIP"] = pm.host_ip
-        mappings.append(entry)
+            try:
+                entry["hostIP"] = str(ipaddress.ip_address(pm.host_ip))
+            except ValueError:
+                raise ValueError(f"invalid port mapping host IP {pm.host_ip!r}") from None
+        out.append(entry)
+    return out
+
+
+def capability_args(*, port_mappings: Iterable[PortMapping] = (), dns_servers: Sequence[str] = (),
+                    dns_searches: Sequence[str] = (), dns_options: Sequence[str] = (),
+                    ingress_bandwidth: str | None = None, egress_bandwidth: str | None = None,
+                    cgroup_path: str = "") -> dict[str, Any]:
+    """runtimeConfig capability arguments; empty ones are left out.
+
+    ingress_bandwidth / egress_bandwidth are the pod's bandwidth annotation values; rates go
+    to the bandwidth plugin in bits per second, bursts in bits."""
+    caps: dict[str, Any] = {}
+    mappings = port_mapping_args(port_mappings)
     if mappings:
         caps["portMappings"] = mappings
     if dns_servers or dns_searches or dns_options:
         caps["dns"] = {"servers": list(dns_servers), "searches": list(dns_searches),
                        "options": list(dns_options)}
     bandwidth: dict[str, int] = {}
-    if ingress_bandwidth is not None and ingress_bandwidth != "":
+    # Only None means "no annotation": an empty value is as invalid as it is to the kubelet.
+    if ingress_bandwidth is not None:
         bandwidth["ingressRate"] = parse_bandwidth("ingress", ingress_bandwidth)
         bandwidth["ingressBurst"] = DEFAULT_BURST
-    if egress_bandwidth is not None and egress_bandwidth != "":
+    if egress_bandwidth is not None:
         bandwidth["egressRate"] = parse_bandwidth("egress", egress_bandwidth)
         bandwidth["egressBurst"] = DEFAULT_BURST
     if bandwidth:

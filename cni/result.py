@@ -1,4 +1,10 @@
-"""CNI results: 1.0.0, 0.3.x/0.4.0 ("version" on each ip) and the legacy 0.1/0.2 ip4/ip6 form."""
+"""CNI results, sans-IO: 1.0.0/1.1.0, 0.3.x/0.4.0 and the legacy 0.1.0/0.2.0 ip4/ip6 form.
+
+All of them parse into one typed form. 0.3.x/0.4.0 carry a "version" ("4"/"6") on each ips
+entry, which spec 1.0.0 dropped because the address says it; here it is checked against the
+address and then dropped too. 0.1.0/0.2.0 results ({"ip4": {...}, "ip6": {...}}) have no
+interfaces list, so their IPs carry no interface index.
+"""
 
 from __future__ import annotations
 
@@ -63,7 +69,7 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         return self.raw
 
-    def pod_ips(self, ifname: str) -> list[IPAddress]:
+    def pod_ips(self, ifname: str = "eth0") -> list[IPAddress]:
         """IPs on the sandbox interface `ifname`, IPv4 first, otherwise in result order.
 
         An IP counts when its interface index points at an interface in a sandbox with that
@@ -119,6 +125,16 @@ def _dns(obj: Any) -> DNS:
                options=_strs(obj.get("options"), "dns.options"))
 
 
+def _check_family(version: Any, address: IPInterface) -> None:
+    # CNI spec 0.4.0 "Result": "version" is "4" or "6" and names the address family.
+    if version is None:
+        return
+    if version not in ("4", "6"):
+        raise ValueError(f"ips[].version {version!r} is neither \"4\" nor \"6\"")
+    if int(version) != address.version:
+        raise ValueError(f"ips[].version {version} does not match address {address}")
+
+
 def _parse(data: dict[str, Any]) -> Result:
     version = data.get("cniVersion", "")
     if not isinstance(version, str):
@@ -150,8 +166,9 @@ def _parse(data: dict[str, Any]) -> Result:
             index = obj.get("interface")
             if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
                 raise ValueError(f"ips[].interface {index!r} is not an integer")
-            ips.append(IPConfig(address=ipaddress.ip_interface(obj["address"]),
-                                gateway=_opt_addr(obj.get("gateway")), interface=index))
+            address = ipaddress.ip_interface(obj["address"])
+            _check_family(obj.get("version"), address)
+            ips.append(IPConfig(address=address, gateway=_opt_addr(obj.get("gateway")), interface=index))
         routes.extend(_route(r) for r in data.get("routes") or [])
     return Result(cni_version=version, interfaces=interfaces, ips=ips, routes=routes,
                   dns=_dns(data.get("dns")), raw=data)

@@ -78,3 +78,85 @@ def test_fingerprint_changes_with_files(tmp_path: Path) -> None:
     assert fingerprint(tmp_path) != fp2
     f.unlink()
     assert fingerprint(tmp_path) == ()
+
+
+def test_cni_versions_picks_highest_known(tmp_path: Path) -> None:
+    conf = {**GOOD, "cniVersions": ["0.4.0", "1.0.0", "9.9.9"]}
+    del conf["cniVersion"]
+    cfg = parse_conflist(json.dumps(conf).encode(), tmp_path / "x")
+    assert cfg.cni_version == "1.0.0"
+    both = {**GOOD, "cniVersion": "0.3.1", "cniVersions": ["0.4.0"]}
+    assert parse_conflist(json.dumps(both).encode(), tmp_path / "x").cni_version == "0.4.0"
+    with pytest.raises(CNIConfigError, match="unsupported cniVersion"):
+        parse_conflist(json.dumps({**GOOD, "cniVersion": "0.5.0"}).encode(), tmp_path / "x")
+    with pytest.raises(CNIConfigError, match="cniVersions"):
+        parse_conflist(json.dumps({**GOOD, "cniVersions": "1.0.0"}).encode(), tmp_path / "x")
+    missing = dict(GOOD)
+    del missing["cniVersion"]
+    with pytest.raises(CNIConfigError, match="missing 'cniVersion'"):
+        parse_conflist(json.dumps(missing).encode(), tmp_path / "x")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), ("true", True), ("False", False),
+                                                 (False, False)])
+def test_disable_check_bool_or_string(tmp_path: Path, value: object, expected: bool) -> None:
+    cfg = parse_conflist(json.dumps({**GOOD, "disableCheck": value}).encode(), tmp_path / "x")
+    assert cfg.disable_check is expected
+
+
+def test_disable_check_invalid(tmp_path: Path) -> None:
+    with pytest.raises(CNIConfigError, match="disableCheck"):
+        parse_conflist(json.dumps({**GOOD, "disableCheck": "yes"}).encode(), tmp_path / "x")
+
+
+def _exe(path: Path) -> None:
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+
+
+def test_missing_plugin_binaries_skip_the_config(tmp_path: Path) -> None:
+    conf_dir, bin_dir = tmp_path / "net.d", tmp_path / "bin"
+    conf_dir.mkdir()
+    bin_dir.mkdir()
+    (conf_dir / "10-calico.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [{"type": "calico"}]}))
+    (conf_dir / "20-bridge.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": "br", "plugins": [
+            {"type": "bridge", "ipam": {"type": "host-local"}}, {"type": "portmap"}]}))
+    for name in ("bridge", "portmap"):
+        _exe(bin_dir / name)
+    loaded = load_dir(conf_dir, [bin_dir])
+    assert loaded.config is None
+    assert loaded.reasons[0].startswith("10-calico.conflist: CNI plugin 'calico' not found in")
+    assert "'host-local' not found" in loaded.reasons[1]
+    assert str(bin_dir) in loaded.why_not(conf_dir) and str(conf_dir) in loaded.why_not(conf_dir)
+    # Without plugin_dirs nothing is checked; the fingerprint sees the binary appear.
+    loaded_nocheck = load_dir(conf_dir)
+    assert loaded_nocheck.config is not None and loaded_nocheck.config.name == "k8s-pod-network"
+    fp = fingerprint(conf_dir, [bin_dir])
+    _exe(bin_dir / "host-local")
+    assert fingerprint(conf_dir, [bin_dir]) != fp
+    loaded = load_dir(conf_dir, [bin_dir])
+    assert loaded.config is not None and loaded.config.name == "br"
+    assert len(loaded.reasons) == 1
+
+
+def test_why_not_for_an_empty_dir(tmp_path: Path) -> None:
+    loaded = load_dir(tmp_path)
+    assert loaded.why_not(tmp_path) == (f"no valid CNI network config in {tmp_path}: "
+                                        "no .conflist, .conf or .json file")
+
+
+def test_directories_and_dotfiles(tmp_path: Path) -> None:
+    (tmp_path / "00-dir.conflist").mkdir()
+    (tmp_path / ".01-hidden.conflist").write_text(json.dumps({**GOOD, "name": "hidden"}))
+    (tmp_path / "02-link.conflist").symlink_to(tmp_path / "real.txt")
+    (tmp_path / "real.txt").write_text(json.dumps({**GOOD, "name": "linked"}))
+    loaded = load_dir(tmp_path)
+    assert loaded.config is not None and loaded.config.name == "linked"
+    assert loaded.reasons == ["00-dir.conflist: not a regular file"]
+
+
+def test_oversized_config(tmp_path: Path) -> None:
+    (tmp_path / "10.conflist").write_bytes(b" " * (2 << 20))
+    assert "larger than" in load_dir(tmp_path).reasons[0]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cni.errors import CNIPluginError, CNIPluginNotFound, CNITimeout
-from cni.invoke import exec_plugin, find_plugin
+from cni.invoke import MAX_STDOUT, STDERR_TAIL, exec_plugin, find_plugin
 
 
 def script(path: Path, body: str) -> Path:
@@ -26,7 +26,8 @@ def run(path: Path, command: str = "ADD", time_limit: float = 10, **conf: object
                                    plugin_dirs=[path.parent, Path("/nonexistent")], time_limit=time_limit))
 
 
-def test_env_stdin_and_result(tmp_path: Path) -> None:
+def test_env_stdin_and_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYCRI_SECRET_TOKEN", "hunter2")
     out = tmp_path / "seen"
     plugin = script(tmp_path / "fake", f"""
 env > {out}.env
@@ -40,6 +41,7 @@ echo '{{"cniVersion":"1.0.0","ips":[{{"address":"10.0.0.2/24"}}]}}'
     assert env["CNI_ARGS"] == "IgnoreUnknown=1;K8S_POD_NAME=p"
     assert env["CNI_PATH"] == f"{tmp_path}:/nonexistent"
     assert "PATH" in env
+    assert "PYCRI_SECRET_TOKEN" not in env  # the daemon's environment does not leak into plugins
     assert json.loads((tmp_path / "seen.stdin").read_text()) == {"cniVersion": "1.0.0", "name": "n", "x": 1}
 
 
@@ -72,7 +74,8 @@ exit 2
     with pytest.raises(CNIPluginError) as info:
         run(plugin, "DEL")
     assert info.value.code is None and "panic: oops" in info.value.msg
-    assert len(info.value.stderr) <= 4100
+    assert info.value.stderr.startswith("...") and len(info.value.stderr) == STDERR_TAIL + 3
+    assert len(str(info.value)) < 1000  # the message carries only the end of stderr
 
 
 def test_invalid_json_on_success(tmp_path: Path) -> None:
@@ -124,3 +127,82 @@ wait
 
 def test_script_helper_is_executable(tmp_path: Path) -> None:
     assert script(tmp_path / "s", "").stat().st_mode & stat.S_IXUSR
+
+
+def test_error_code_names_and_retryable(tmp_path: Path) -> None:
+    plugin = script(tmp_path / "busy", """cat >/dev/null
+echo '{"cniVersion":"1.0.0","code":11,"msg":"ipam busy"}'
+exit 1
+""")
+    with pytest.raises(CNIPluginError) as info:
+        run(plugin)
+    assert info.value.retryable and "code 11: try again later" in str(info.value)
+
+
+def test_failure_without_output(tmp_path: Path) -> None:
+    with pytest.raises(CNIPluginError, match="exited with status 3"):
+        run(script(tmp_path / "quiet", "exit 3\n"))
+    with pytest.raises(CNIPluginError, match="killed by signal 9"):
+        run(script(tmp_path / "killed", "kill -9 $$\n"))
+
+
+def test_plugin_that_ignores_stdin(tmp_path: Path) -> None:
+    # Exits before reading a config bigger than the pipe buffer: no BrokenPipeError escapes.
+    plugin = script(tmp_path / "early", "echo '{\"cniVersion\":\"1.0.0\"}'\n")
+    assert run(plugin, big="x" * (1 << 20)) == {"cniVersion": "1.0.0"}
+
+
+def test_stdout_is_bounded(tmp_path: Path) -> None:
+    size = MAX_STDOUT + 4096
+    plugin = script(tmp_path / "chatty", f"cat >/dev/null; head -c {size} /dev/zero | tr '\\0' x\n")
+    with pytest.raises(CNIPluginError, match="printed more than"):
+        run(plugin)
+
+
+def test_result_must_be_an_object(tmp_path: Path) -> None:
+    with pytest.raises(CNIPluginError, match="not an object"):
+        run(script(tmp_path / "list", "cat >/dev/null; echo '[1]'\n"))
+
+
+def test_timeout_keeps_stderr(tmp_path: Path) -> None:
+    plugin = script(tmp_path / "stuck", "cat >/dev/null; echo 'waiting for the lock' >&2; exec sleep 1000\n")
+    with pytest.raises(CNITimeout) as info:
+        run(plugin, time_limit=0.5)
+    assert "waiting for the lock" in info.value.stderr and "waiting for the lock" in str(info.value)
+    assert info.value.timeout == 0.5 and info.value.command == "ADD"
+
+
+def test_cancellation_kills_the_group(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    plugin = script(tmp_path / "hang", f"""cat >/dev/null
+sleep 1000 </dev/null >/dev/null 2>&1 &
+echo $$ $! > {pids}
+wait
+""")
+
+    async def main() -> None:
+        task = asyncio.create_task(exec_plugin(
+            plugin, "DEL", {"cniVersion": "1.0.0", "name": "n"}, container_id="c1", netns="",
+            ifname="eth0", args={}, plugin_dirs=[tmp_path], time_limit=60))
+        for _ in range(500):  # the plugin and its child are up once the pid file is written
+            if pids.exists() and pids.read_text().strip():
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    parent, child = (int(p) for p in pids.read_text().split())
+    deadline = time.monotonic() + 5
+    while (_alive(parent) or _alive(child)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(parent) and not _alive(child)
+
+
+def test_unexecutable_plugin_is_a_plugin_error(tmp_path: Path) -> None:
+    plugin = tmp_path / "noshebang"
+    plugin.write_bytes(b"\x7fELF-not-really")
+    plugin.chmod(0o755)
+    with pytest.raises(CNIPluginError, match="cannot execute"):
+        run(plugin)

@@ -4,6 +4,7 @@ import pytest
 
 from cni import k8s
 from cni.invoke import encode_args
+from cni.quantity import parse_quantity
 
 
 def test_cni_args() -> None:
@@ -80,3 +81,37 @@ def test_capability_args_one_direction_and_errors() -> None:
         _caps(port_mappings=[k8s.PortMapping(1, 1, "icmp")])
     with pytest.raises(ValueError, match="port"):
         _caps(port_mappings=[k8s.PortMapping(70000, 1, "tcp")])
+
+
+def test_capability_args_defaults_and_host_port_zero() -> None:
+    assert k8s.capability_args() == {}
+    caps = k8s.capability_args(port_mappings=[k8s.PortMapping(0, 80, "TCP"),
+                                              k8s.PortMapping(8443, 443, "SCTP", "::1")])
+    assert caps == {"portMappings": [{"hostPort": 8443, "containerPort": 443, "protocol": "sctp",
+                                      "hostIP": "::1"}]}
+
+
+@pytest.mark.parametrize("host_ip", ["localhost", "10.0.0.1;x", "300.1.1.1"])
+def test_port_mapping_host_ip_must_be_an_address(host_ip: str) -> None:
+    with pytest.raises(ValueError, match="host IP"):
+        k8s.port_mapping_args([k8s.PortMapping(80, 80, "tcp", host_ip)])
+
+
+def test_empty_bandwidth_annotation_is_invalid() -> None:
+    # Only an absent annotation (None) means "no limit", as for the kubelet.
+    with pytest.raises(ValueError, match="ingress bandwidth"):
+        k8s.capability_args(ingress_bandwidth="")
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1", 1), ("1k", 1000), ("1Ki", 1024), ("1E", 10**18), ("1Ei", 2**60), ("1.5Gi", 3 * 2**29),
+    ("100m", 1), ("1n", 1), ("0", 0), ("+5", 5), (".5k", 500), ("5.", 5), ("1e-3", 1), ("2E2", 200),
+])
+def test_parse_quantity(text: str, value: int) -> None:
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["", " 1M", "1M ", "1KB", "1K", "0x10", "1e999", "inf", "nan", "1_000"])
+def test_parse_quantity_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid quantity"):
+        parse_quantity(text)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cni.config import parse_conflist
-from cni.errors import CNIError, CNIPluginError
+from cni.errors import CNIError, CNIPluginError, CNIResultError
 from cni.network import CNINetwork
 
 # A fake plugin: logs every call, then acts on its config ("fail" / a result to print).
@@ -107,7 +107,8 @@ def test_check_and_delete(tmp_path: Path) -> None:
     asyncio.run(net.delete("cid1", tmp_path / "gone", "eth0", args=ARGS, capability_args=CAPS))
     assert [(c["type"], c["cmd"]) for c in calls(log)] == [("fake-b", "DEL"), ("fake-a", "DEL")]
     assert all(c["conf"]["prevResult"] == result.raw for c in calls(log))
-    assert all(c["netns"] == str(tmp_path / "gone") for c in calls(log))
+    # The netns path no longer exists: DEL goes without CNI_NETNS (optional for DEL).
+    assert all(c["netns"] == "" for c in calls(log))
     assert net.cached_result("cid1", "eth0") is None
     assert not (tmp_path / "cache" / "results" / "testnet-cid1-eth0").exists()
     # Idempotent: a second DEL (no cache, no prevResult) is fine.
@@ -177,3 +178,83 @@ def test_bad_ids_rejected(tmp_path: Path, cid: str, ifname: str) -> None:
     with pytest.raises(CNIError):
         asyncio.run(net.add(cid, tmp_path / "ns", ifname, args=ARGS, capability_args={}))
     assert calls(log) == []
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("netns", "/proc/self/ns/net"), ("file", ""),
+                                                ("missing", ""), ("none", "")])
+def test_del_passes_netns_only_while_it_is_one(tmp_path: Path, kind: str, expected: str) -> None:
+    net, log = make(tmp_path)
+    stale = tmp_path / "stale-netns"
+    stale.write_text("")  # what an unmounted /run/netns/<name> leaves behind
+    path = {"netns": Path("/proc/self/ns/net"), "file": stale, "missing": tmp_path / "gone",
+            "none": None}[kind]
+    asyncio.run(net.delete("cid1", path, "eth0"))
+    assert [c["netns"] for c in calls(log)] == [expected, expected]
+
+
+def test_del_defaults_to_the_args_cached_at_add(tmp_path: Path) -> None:
+    net, log = make(tmp_path)
+    asyncio.run(net.add("cid1", tmp_path / "ns", args=ARGS, capability_args=CAPS))
+    log.unlink()
+    asyncio.run(net.delete("cid1", tmp_path / "ns"))
+    b, a = calls(log)
+    assert a["args"] == b["args"] == "IgnoreUnknown=1;K8S_POD_NAME=p"
+    assert b["conf"]["runtimeConfig"] == {"portMappings": CAPS["portMappings"]}
+    # Explicit arguments win; without a cache entry the defaults are empty.
+    log.unlink()
+    asyncio.run(net.delete("cid1", tmp_path / "ns", args={"K8S_POD_NAME": "q"}, capability_args={}))
+    assert [c["args"] for c in calls(log)] == ["K8S_POD_NAME=q"] * 2
+    assert all("runtimeConfig" not in c["conf"] for c in calls(log))
+    log.unlink()
+    asyncio.run(net.delete("cid1", tmp_path / "ns"))
+    assert [c["args"] for c in calls(log)] == ["", ""]
+
+
+def test_add_defaults_and_needs_a_netns(tmp_path: Path) -> None:
+    net, log = make(tmp_path)
+    result = asyncio.run(net.add("cid1", tmp_path / "ns"))
+    assert [str(ip) for ip in result.pod_ips("eth0")] == ["10.9.0.4"]
+    assert [c["args"] for c in calls(log)] == ["", ""]
+    with pytest.raises(CNIError, match="namespace"):
+        asyncio.run(net.add("cid2", ""))
+    with pytest.raises(CNIError, match="namespace"):
+        asyncio.run(net.check("cid1", Path("")))
+
+
+def test_unreadable_result_is_still_cached_for_del(tmp_path: Path) -> None:
+    net, log = make(tmp_path, a={"ip": "not-an-ip"})
+    with pytest.raises(CNIResultError):
+        asyncio.run(net.add("cid1", tmp_path / "ns"))
+    cached = net.cached_result("cid1")
+    assert cached is not None and cached["ips"][0]["address"] == "not-an-ip"
+    log.unlink()
+    asyncio.run(net.delete("cid1", None))
+    assert all(c["conf"]["prevResult"] == cached for c in calls(log))
+
+
+def test_disable_check(tmp_path: Path) -> None:
+    net, log = make(tmp_path)
+    cfg = parse_conflist(json.dumps({**net.config.raw, "disableCheck": True}).encode(), tmp_path / "x")
+    net = CNINetwork(cfg, net.plugin_dirs, net.cache_dir, timeout=20)
+    asyncio.run(net.add("cid1", tmp_path / "ns"))
+    log.unlink()
+    asyncio.run(net.check("cid1", tmp_path / "ns"))
+    assert calls(log) == []
+
+
+def test_missing_plugin_fails_add_and_del_still_reaches_the_others(tmp_path: Path) -> None:
+    net, log = make(tmp_path, b={"type": "fake-missing"})
+    with pytest.raises(CNIError, match=r"'fake-missing' not found in"):
+        asyncio.run(net.add("cid1", tmp_path / "ns"))
+    # fake-a ran (ADD is sequential); the caller's DEL then reaches fake-a despite fake-b missing.
+    log.unlink()
+    with pytest.raises(CNIError, match="fake-missing"):
+        asyncio.run(net.delete("cid1", tmp_path / "ns"))
+    assert [c["type"] for c in calls(log)] == ["fake-a"]
+
+
+def test_bad_cni_args_refused_before_anything_runs(tmp_path: Path) -> None:
+    net, log = make(tmp_path)
+    with pytest.raises(ValueError, match="forbidden"):
+        asyncio.run(net.add("cid1", tmp_path / "ns", args={"K8S_POD_NAME": "a;IP=10.0.0.9"}))
+    assert calls(log) == [] and not (tmp_path / "cache" / "results" / "testnet-cid1-eth0").exists()

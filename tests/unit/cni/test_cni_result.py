@@ -76,7 +76,27 @@ def test_legacy_020() -> None:
     [], {"ips": [{"address": "nonsense"}]}, {"ips": [{}]},
     {"ips": [{"address": "10.0.0.1/8", "interface": "0"}]},
     {"routes": [{"gw": "10.0.0.1"}]}, {"dns": {"nameservers": "10.0.0.1"}},
+    {"cniVersion": "0.4.0", "ips": [{"version": "6", "address": "10.0.0.1/8"}]},
+    {"cniVersion": "0.3.1", "ips": [{"version": 4, "address": "10.0.0.1/8"}]},
 ])
 def test_malformed(bad: object) -> None:
     with pytest.raises(CNIResultError):
         Result.parse(bad)
+
+
+def test_040_version_field_is_checked_then_dropped() -> None:
+    r = Result.parse({"cniVersion": "0.4.0", "ips": [
+        {"version": "4", "address": "10.5.0.2/16"}, {"version": "6", "address": "fd00:5::2/64"}]})
+    assert [ip.address.version for ip in r.ips] == [4, 6]
+    assert Result.parse({"cniVersion": "1.0.0", "ips": [{"address": "10.5.0.2/16"}]}).ips == r.ips[:1]
+
+
+def test_pod_ips_v4_first_then_v6_keeping_order_and_deduplicated() -> None:
+    r = Result.parse({"cniVersion": "1.0.0",
+                      "interfaces": [{"name": "eth0", "sandbox": "/run/netns/a"}],
+                      "ips": [{"address": "fd00::2/64", "interface": 0},
+                              {"address": "10.0.0.9/24", "interface": 0},
+                              {"address": "10.0.0.3/24", "interface": 0},
+                              {"address": "10.0.0.9/24", "interface": 0},
+                              {"address": "10.0.0.7/24", "interface": 5}]})
+    assert [str(ip) for ip in r.pod_ips("eth0")] == ["10.0.0.9", "10.0.0.3", "fd00::2"]
