@@ -40,7 +40,8 @@ class _ProtocolEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Protocol.Val
     UDP: _Protocol.ValueType  # 1
     SCTP: _Protocol.ValueType  # 2
 
-class Protocol(_Protocol, metaclass=_ProtocolEnumTypeWrapper): ...
+class Protocol(_Protocol, metaclass=_ProtocolEnumTypeWrapper):
+    """Transport protocol of a port mapping."""
 
 TCP: Protocol.ValueType  # 0
 UDP: Protocol.ValueType  # 1
@@ -57,7 +58,8 @@ class _MountPropagationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Moun
     PROPAGATION_HOST_TO_CONTAINER: _MountPropagation.ValueType  # 1
     PROPAGATION_BIDIRECTIONAL: _MountPropagation.ValueType  # 2
 
-class MountPropagation(_MountPropagation, metaclass=_MountPropagationEnumTypeWrapper): ...
+class MountPropagation(_MountPropagation, metaclass=_MountPropagationEnumTypeWrapper):
+    """Mount propagation: private (none), rslave (host to container) or rshared (both ways)."""
 
 PROPAGATION_PRIVATE: MountPropagation.ValueType  # 0
 PROPAGATION_HOST_TO_CONTAINER: MountPropagation.ValueType  # 1
@@ -75,7 +77,8 @@ class _NamespaceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Namespa
     NODE: _NamespaceMode.ValueType  # 2
     TARGET: _NamespaceMode.ValueType  # 3
 
-class NamespaceMode(_NamespaceMode, metaclass=_NamespaceModeEnumTypeWrapper): ...
+class NamespaceMode(_NamespaceMode, metaclass=_NamespaceModeEnumTypeWrapper):
+    """Whose namespace a pod or container joins (see NamespaceOption)."""
 
 POD: NamespaceMode.ValueType  # 0
 CONTAINER: NamespaceMode.ValueType  # 1
@@ -92,7 +95,8 @@ class _SupplementalGroupsPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapp
     Merge: _SupplementalGroupsPolicy.ValueType  # 0
     Strict: _SupplementalGroupsPolicy.ValueType  # 1
 
-class SupplementalGroupsPolicy(_SupplementalGroupsPolicy, metaclass=_SupplementalGroupsPolicyEnumTypeWrapper): ...
+class SupplementalGroupsPolicy(_SupplementalGroupsPolicy, metaclass=_SupplementalGroupsPolicyEnumTypeWrapper):
+    """Merge adds the groups the image's /etc/group lists for the user; Strict uses only the listed ones."""
 
 Merge: SupplementalGroupsPolicy.ValueType  # 0
 Strict: SupplementalGroupsPolicy.ValueType  # 1
@@ -107,7 +111,8 @@ class _PodSandboxStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PodSa
     SANDBOX_READY: _PodSandboxState.ValueType  # 0
     SANDBOX_NOTREADY: _PodSandboxState.ValueType  # 1
 
-class PodSandboxState(_PodSandboxState, metaclass=_PodSandboxStateEnumTypeWrapper): ...
+class PodSandboxState(_PodSandboxState, metaclass=_PodSandboxStateEnumTypeWrapper):
+    """A sandbox is READY while its namespaces and infra process are up, NOTREADY otherwise."""
 
 SANDBOX_READY: PodSandboxState.ValueType  # 0
 SANDBOX_NOTREADY: PodSandboxState.ValueType  # 1
@@ -186,7 +191,8 @@ class _SignalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Signal.ValueTy
     SIGRTMAXMINUS1: _Signal.ValueType  # 64
     SIGRTMAX: _Signal.ValueType  # 65
 
-class Signal(_Signal, metaclass=_SignalEnumTypeWrapper): ...
+class Signal(_Signal, metaclass=_SignalEnumTypeWrapper):
+    """Stop signal from the image or pod spec; RUNTIME_DEFAULT lets the runtime choose."""
 
 RUNTIME_DEFAULT: Signal.ValueType  # 0
 SIGABRT: Signal.ValueType  # 1
@@ -267,7 +273,8 @@ class _ContainerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Contai
     CONTAINER_EXITED: _ContainerState.ValueType  # 2
     CONTAINER_UNKNOWN: _ContainerState.ValueType  # 3
 
-class ContainerState(_ContainerState, metaclass=_ContainerStateEnumTypeWrapper): ...
+class ContainerState(_ContainerState, metaclass=_ContainerStateEnumTypeWrapper):
+    """Lifecycle of a container."""
 
 CONTAINER_CREATED: ContainerState.ValueType  # 0
 CONTAINER_RUNNING: ContainerState.ValueType  # 1
@@ -286,7 +293,8 @@ class _ContainerEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Co
     CONTAINER_STOPPED_EVENT: _ContainerEventType.ValueType  # 2
     CONTAINER_DELETED_EVENT: _ContainerEventType.ValueType  # 3
 
-class ContainerEventType(_ContainerEventType, metaclass=_ContainerEventTypeEnumTypeWrapper): ...
+class ContainerEventType(_ContainerEventType, metaclass=_ContainerEventTypeEnumTypeWrapper):
+    """Kinds of container lifecycle events."""
 
 CONTAINER_CREATED_EVENT: ContainerEventType.ValueType  # 0
 CONTAINER_STARTED_EVENT: ContainerEventType.ValueType  # 1
@@ -318,7 +326,8 @@ class _CgroupDriverEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CgroupDr
     SYSTEMD: _CgroupDriver.ValueType  # 0
     CGROUPFS: _CgroupDriver.ValueType  # 1
 
-class CgroupDriver(_CgroupDriver, metaclass=_CgroupDriverEnumTypeWrapper): ...
+class CgroupDriver(_CgroupDriver, metaclass=_CgroupDriverEnumTypeWrapper):
+    """How pod cgroups are managed: through systemd units or as plain cgroupfs directories."""
 
 SYSTEMD: CgroupDriver.ValueType  # 0
 CGROUPFS: CgroupDriver.ValueType  # 1
@@ -332,6 +341,7 @@ class VersionRequest(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     version: _builtins.str
+    """CRI version of the caller (the kubelet), e.g. "v1"."""
     def __init__(
         self,
         *,
@@ -347,6 +357,8 @@ Global___VersionRequest: _TypeAlias = VersionRequest  # noqa: Y015
 
 @_typing.final
 class VersionResponse(_message.Message):
+    """The runtime's name and version, and the CRI version it implements."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
@@ -435,6 +447,8 @@ Global___PortMapping: _TypeAlias = PortMapping  # noqa: Y015
 
 @_typing.final
 class Mount(_message.Message):
+    """A bind mount (or, with `image` set, an OCI image mounted as a volume) into a container."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_PATH_FIELD_NUMBER: _builtins.int
@@ -451,15 +465,22 @@ class Mount(_message.Message):
     host_path: _builtins.str
     readonly: _builtins.bool
     selinux_relabel: _builtins.bool
+    """Relabel the host path with the container's SELinux label."""
     propagation: Global___MountPropagation.ValueType
     recursive_read_only: _builtins.bool
+    """Read-only all the way down (submounts too); needs readonly and private propagation."""
     image_sub_path: _builtins.str
+    """Mount only this directory of the image volume."""
     @_builtins.property
-    def uidMappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IDMapping]: ...
+    def uidMappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IDMapping]:
+        """Set for an idmapped mount; field names are camelCase upstream and must stay so."""
+
     @_builtins.property
     def gidMappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IDMapping]: ...
     @_builtins.property
-    def image(self) -> Global___ImageSpec: ...
+    def image(self) -> Global___ImageSpec:
+        """Image volume: mount this image's root filesystem (host_path then unused)."""
+
     def __init__(
         self,
         *,
@@ -484,6 +505,8 @@ Global___Mount: _TypeAlias = Mount  # noqa: Y015
 
 @_typing.final
 class IDMapping(_message.Message):
+    """A contiguous range of ids: container_id..container_id+length maps to host_id..host_id+length."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HOST_ID_FIELD_NUMBER: _builtins.int
@@ -509,6 +532,8 @@ Global___IDMapping: _TypeAlias = IDMapping  # noqa: Y015
 
 @_typing.final
 class UserNamespace(_message.Message):
+    """The pod's user namespace: NODE keeps the host's; POD gets a new one built from the mappings."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODE_FIELD_NUMBER: _builtins.int
@@ -551,6 +576,7 @@ class NamespaceOption(_message.Message):
     pid: Global___NamespaceMode.ValueType
     ipc: Global___NamespaceMode.ValueType
     target_id: _builtins.str
+    """Container whose namespaces TARGET mode joins."""
     @_builtins.property
     def userns_options(self) -> Global___UserNamespace: ...
     def __init__(
@@ -572,6 +598,8 @@ Global___NamespaceOption: _TypeAlias = NamespaceOption  # noqa: Y015
 
 @_typing.final
 class Int64Value(_message.Message):
+    """Wrapper that tells an unset value apart from an explicit 0 (e.g. run_as_user root)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUE_FIELD_NUMBER: _builtins.int
@@ -591,6 +619,8 @@ Global___Int64Value: _TypeAlias = Int64Value  # noqa: Y015
 
 @_typing.final
 class LinuxSandboxSecurityContext(_message.Message):
+    """Security settings of the pod as a whole; they apply to the infra (pause) process."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAMESPACE_OPTIONS_FIELD_NUMBER: _builtins.int
@@ -607,12 +637,17 @@ class LinuxSandboxSecurityContext(_message.Message):
     readonly_rootfs: _builtins.bool
     supplemental_groups_policy: Global___SupplementalGroupsPolicy.ValueType
     privileged: _builtins.bool
+    """Allows privileged containers in this pod."""
     @_builtins.property
     @_deprecated("""This field has been marked as deprecated using proto field options.""")
-    def seccomp_profile_path(self) -> _builtins.str: ...
+    def seccomp_profile_path(self) -> _builtins.str:
+        """Superseded by seccomp."""
+
     @seccomp_profile_path.setter
     @_deprecated("""This field has been marked as deprecated using proto field options.""")
-    def seccomp_profile_path(self, value: _builtins.str) -> None: ...
+    def seccomp_profile_path(self, value: _builtins.str) -> None:
+        """Superseded by seccomp."""
+
     @_builtins.property
     def namespace_options(self) -> Global___NamespaceOption: ...
     @_builtins.property
@@ -652,6 +687,8 @@ Global___LinuxSandboxSecurityContext: _TypeAlias = LinuxSandboxSecurityContext  
 
 @_typing.final
 class SecurityProfile(_message.Message):
+    """A seccomp or AppArmor profile choice."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     class _ProfileType:
@@ -673,6 +710,7 @@ class SecurityProfile(_message.Message):
     LOCALHOST_REF_FIELD_NUMBER: _builtins.int
     profile_type: Global___SecurityProfile.ProfileType.ValueType
     localhost_ref: _builtins.str
+    """For Localhost: the seccomp profile file or the AppArmor profile name."""
     def __init__(
         self,
         *,
@@ -721,14 +759,19 @@ class LinuxPodSandboxConfig(_message.Message):
     OVERHEAD_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
     cgroup_parent: _builtins.str
+    """Parent cgroup of the pod: a path for cgroupfs, a slice name for systemd."""
     @_builtins.property
     def security_context(self) -> Global___LinuxSandboxSecurityContext: ...
     @_builtins.property
     def sysctls(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
-    def overhead(self) -> Global___LinuxContainerResources: ...
+    def overhead(self) -> Global___LinuxContainerResources:
+        """Extra resources the RuntimeClass charges for running the pod."""
+
     @_builtins.property
-    def resources(self) -> Global___LinuxContainerResources: ...
+    def resources(self) -> Global___LinuxContainerResources:
+        """Sum of the resources of the pod's containers."""
+
     def __init__(
         self,
         *,
@@ -748,6 +791,8 @@ Global___LinuxPodSandboxConfig: _TypeAlias = LinuxPodSandboxConfig  # noqa: Y015
 
 @_typing.final
 class PodSandboxMetadata(_message.Message):
+    """Which Pod object a sandbox belongs to; attempt grows each time the kubelet recreates it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -833,12 +878,15 @@ class PodSandboxConfig(_message.Message):
     WINDOWS_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     log_directory: _builtins.str
+    """Directory holding the pod's container logs; ContainerConfig.log_path is relative to it."""
     @_builtins.property
     def metadata(self) -> Global___PodSandboxMetadata: ...
     @_builtins.property
     def dns_config(self) -> Global___DNSConfig: ...
     @_builtins.property
-    def port_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortMapping]: ...
+    def port_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortMapping]:
+        """hostPort mappings of the pod's containers."""
+
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -870,11 +918,14 @@ Global___PodSandboxConfig: _TypeAlias = PodSandboxConfig  # noqa: Y015
 
 @_typing.final
 class RunPodSandboxRequest(_message.Message):
+    """RunPodSandbox: create and start a pod sandbox (namespaces, infra process, network)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
     RUNTIME_HANDLER_FIELD_NUMBER: _builtins.int
     runtime_handler: _builtins.str
+    """RuntimeClass handler to run the pod with; empty means the runtime's default."""
     @_builtins.property
     def config(self) -> Global___PodSandboxConfig: ...
     def __init__(
@@ -912,6 +963,8 @@ Global___RunPodSandboxResponse: _TypeAlias = RunPodSandboxResponse  # noqa: Y015
 
 @_typing.final
 class StopPodSandboxRequest(_message.Message):
+    """StopPodSandbox: stop every container of the pod and release its network. Idempotent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POD_SANDBOX_ID_FIELD_NUMBER: _builtins.int
@@ -946,6 +999,8 @@ Global___StopPodSandboxResponse: _TypeAlias = StopPodSandboxResponse  # noqa: Y0
 
 @_typing.final
 class RemovePodSandboxRequest(_message.Message):
+    """RemovePodSandbox: delete the pod and all its containers, stopping them first. Idempotent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POD_SANDBOX_ID_FIELD_NUMBER: _builtins.int
@@ -980,6 +1035,8 @@ Global___RemovePodSandboxResponse: _TypeAlias = RemovePodSandboxResponse  # noqa
 
 @_typing.final
 class PodSandboxStatusRequest(_message.Message):
+    """PodSandboxStatus; with verbose, the response's info map may carry runtime debug data."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POD_SANDBOX_ID_FIELD_NUMBER: _builtins.int
@@ -1002,6 +1059,8 @@ Global___PodSandboxStatusRequest: _TypeAlias = PodSandboxStatusRequest  # noqa: 
 
 @_typing.final
 class PodIP(_message.Message):
+    """One pod address."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IP_FIELD_NUMBER: _builtins.int
@@ -1021,6 +1080,8 @@ Global___PodIP: _TypeAlias = PodIP  # noqa: Y015
 
 @_typing.final
 class PodSandboxNetworkStatus(_message.Message):
+    """The pod's addresses: the primary one and any others (dual stack)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IP_FIELD_NUMBER: _builtins.int
@@ -1044,6 +1105,8 @@ Global___PodSandboxNetworkStatus: _TypeAlias = PodSandboxNetworkStatus  # noqa: 
 
 @_typing.final
 class Namespace(_message.Message):
+    """Namespaces of a running pod. Field 1 is unused upstream; options is field 2."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     OPTIONS_FIELD_NUMBER: _builtins.int
@@ -1064,6 +1127,8 @@ Global___Namespace: _TypeAlias = Namespace  # noqa: Y015
 
 @_typing.final
 class LinuxPodSandboxStatus(_message.Message):
+    """Linux part of a pod's status."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAMESPACES_FIELD_NUMBER: _builtins.int
@@ -1084,6 +1149,8 @@ Global___LinuxPodSandboxStatus: _TypeAlias = LinuxPodSandboxStatus  # noqa: Y015
 
 @_typing.final
 class PodSandboxStatus(_message.Message):
+    """Full status of one pod. Timestamps in the CRI are nanoseconds since the Unix epoch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1172,6 +1239,8 @@ Global___PodSandboxStatus: _TypeAlias = PodSandboxStatus  # noqa: Y015
 
 @_typing.final
 class PodSandboxStatusResponse(_message.Message):
+    """info is free-form (verbose only); containers_statuses and timestamp serve the evented PLEG."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1223,6 +1292,8 @@ Global___PodSandboxStatusResponse: _TypeAlias = PodSandboxStatusResponse  # noqa
 
 @_typing.final
 class PodSandboxStateValue(_message.Message):
+    """Wrapper so a filter can leave the state unset."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
@@ -1291,6 +1362,8 @@ Global___PodSandboxFilter: _TypeAlias = PodSandboxFilter  # noqa: Y015
 
 @_typing.final
 class ListPodSandboxRequest(_message.Message):
+    """ListPodSandbox and its streamed variant, which may split the result over several messages."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FILTER_FIELD_NUMBER: _builtins.int
@@ -1311,6 +1384,8 @@ Global___ListPodSandboxRequest: _TypeAlias = ListPodSandboxRequest  # noqa: Y015
 
 @_typing.final
 class PodSandbox(_message.Message):
+    """The summary of a pod that list calls return."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1451,6 +1526,8 @@ Global___StreamPodSandboxesResponse: _TypeAlias = StreamPodSandboxesResponse  # 
 
 @_typing.final
 class PodSandboxStatsRequest(_message.Message):
+    """Pod-level resource usage: one pod, a filtered list, or a stream of batches."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POD_SANDBOX_ID_FIELD_NUMBER: _builtins.int
@@ -1613,6 +1690,8 @@ Global___StreamPodSandboxStatsResponse: _TypeAlias = StreamPodSandboxStatsRespon
 
 @_typing.final
 class PodSandboxAttributes(_message.Message):
+    """Identity of the pod that a stats record is about."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1684,6 +1763,8 @@ Global___PodSandboxAttributes: _TypeAlias = PodSandboxAttributes  # noqa: Y015
 
 @_typing.final
 class PodSandboxStats(_message.Message):
+    """Resource usage of one pod and its containers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
@@ -1788,6 +1869,8 @@ Global___WindowsPodSandboxStats: _TypeAlias = WindowsPodSandboxStats  # noqa: Y0
 
 @_typing.final
 class NetworkUsage(_message.Message):
+    """Network counters of the pod's interfaces (cumulative since the interface appeared)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TIMESTAMP_FIELD_NUMBER: _builtins.int
@@ -1912,6 +1995,8 @@ Global___WindowsNetworkInterfaceUsage: _TypeAlias = WindowsNetworkInterfaceUsage
 
 @_typing.final
 class ProcessUsage(_message.Message):
+    """How many processes run in the pod."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TIMESTAMP_FIELD_NUMBER: _builtins.int
@@ -1989,8 +2074,11 @@ class ImageSpec(_message.Message):
     IMAGE_REF_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     user_specified_image: _builtins.str
+    """The reference as written in the pod spec, before any resolution."""
     runtime_handler: _builtins.str
+    """Runtime handler the image is pulled for (per-RuntimeClass image pulls)."""
     image_ref: _builtins.str
+    """Resolved id or digest of the image a container actually uses."""
     @_builtins.property
     def annotations(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -2012,6 +2100,8 @@ Global___ImageSpec: _TypeAlias = ImageSpec  # noqa: Y015
 
 @_typing.final
 class KeyValue(_message.Message):
+    """An environment variable. The value is bytes on the wire: it need not be valid UTF-8."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
@@ -2069,17 +2159,22 @@ class LinuxContainerResources(_message.Message):
     UNIFIED_FIELD_NUMBER: _builtins.int
     MEMORY_SWAP_LIMIT_IN_BYTES_FIELD_NUMBER: _builtins.int
     cpu_period: _builtins.int
+    """CFS period and quota in microseconds; shares are cgroup v1 style weights."""
     cpu_quota: _builtins.int
     cpu_shares: _builtins.int
     memory_limit_in_bytes: _builtins.int
     oom_score_adj: _builtins.int
+    """oom_score_adj of the container's processes (-1000..1000)."""
     cpuset_cpus: _builtins.str
     cpuset_mems: _builtins.str
     memory_swap_limit_in_bytes: _builtins.int
+    """Memory plus swap, as in cgroup v1's memsw limit."""
     @_builtins.property
     def hugepage_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___HugepageLimit]: ...
     @_builtins.property
-    def unified(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def unified(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Raw cgroup v2 files to write (file name to value)."""
+
     def __init__(
         self,
         *,
@@ -2104,6 +2199,8 @@ Global___LinuxContainerResources: _TypeAlias = LinuxContainerResources  # noqa: 
 
 @_typing.final
 class HugepageLimit(_message.Message):
+    """Limit on one hugepage size; page_size is like "2MB" or "1GB", limit is in bytes."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -2126,6 +2223,8 @@ Global___HugepageLimit: _TypeAlias = HugepageLimit  # noqa: Y015
 
 @_typing.final
 class SELinuxOption(_message.Message):
+    """SELinux label parts (user:role:type:level)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int
@@ -2154,6 +2253,8 @@ Global___SELinuxOption: _TypeAlias = SELinuxOption  # noqa: Y015
 
 @_typing.final
 class Capability(_message.Message):
+    """Capabilities added to or dropped from the runtime's default set; "ALL" means every one."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ADD_CAPABILITIES_FIELD_NUMBER: _builtins.int
@@ -2182,6 +2283,8 @@ Global___Capability: _TypeAlias = Capability  # noqa: Y015
 
 @_typing.final
 class LinuxContainerSecurityContext(_message.Message):
+    """Security settings of one container."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAPABILITIES_FIELD_NUMBER: _builtins.int
@@ -2203,15 +2306,20 @@ class LinuxContainerSecurityContext(_message.Message):
     SECCOMP_PROFILE_PATH_FIELD_NUMBER: _builtins.int
     privileged: _builtins.bool
     run_as_username: _builtins.str
+    """User by name, looked up in the image's /etc/passwd; an unknown name must fail the create."""
     readonly_rootfs: _builtins.bool
     supplemental_groups_policy: Global___SupplementalGroupsPolicy.ValueType
     no_new_privs: _builtins.bool
     @_builtins.property
     @_deprecated("""This field has been marked as deprecated using proto field options.""")
-    def apparmor_profile(self) -> _builtins.str: ...
+    def apparmor_profile(self) -> _builtins.str:
+        """The two string profiles are superseded by seccomp and apparmor above."""
+
     @apparmor_profile.setter
     @_deprecated("""This field has been marked as deprecated using proto field options.""")
-    def apparmor_profile(self, value: _builtins.str) -> None: ...
+    def apparmor_profile(self, value: _builtins.str) -> None:
+        """The two string profiles are superseded by seccomp and apparmor above."""
+
     @_builtins.property
     @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def seccomp_profile_path(self) -> _builtins.str: ...
@@ -2231,7 +2339,9 @@ class LinuxContainerSecurityContext(_message.Message):
     @_builtins.property
     def supplemental_groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
-    def masked_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def masked_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paths to mask and paths to make read-only, taken as given into the OCI spec."""
+
     @_builtins.property
     def readonly_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -2269,6 +2379,8 @@ Global___LinuxContainerSecurityContext: _TypeAlias = LinuxContainerSecurityConte
 
 @_typing.final
 class LinuxContainerConfig(_message.Message):
+    """Linux part of a container's config."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESOURCES_FIELD_NUMBER: _builtins.int
@@ -2293,6 +2405,8 @@ Global___LinuxContainerConfig: _TypeAlias = LinuxContainerConfig  # noqa: Y015
 
 @_typing.final
 class LinuxContainerUser(_message.Message):
+    """The uid, gid and groups a container's main process actually runs with."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     UID_FIELD_NUMBER: _builtins.int
@@ -2319,6 +2433,8 @@ Global___LinuxContainerUser: _TypeAlias = LinuxContainerUser  # noqa: Y015
 
 @_typing.final
 class WindowsNamespaceOption(_message.Message):
+    """Windows types: carried for wire compatibility; pycri runs Linux only."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NETWORK_FIELD_NUMBER: _builtins.int
@@ -2493,6 +2609,8 @@ Global___WindowsCpuGroupAffinity: _TypeAlias = WindowsCpuGroupAffinity  # noqa: 
 
 @_typing.final
 class ContainerMetadata(_message.Message):
+    """Name of the container in its pod; attempt grows on each restart."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -2515,6 +2633,8 @@ Global___ContainerMetadata: _TypeAlias = ContainerMetadata  # noqa: Y015
 
 @_typing.final
 class Device(_message.Message):
+    """A host device node exposed in a container; permissions is a subset of "rwm"."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_PATH_FIELD_NUMBER: _builtins.int
@@ -2540,6 +2660,8 @@ Global___Device: _TypeAlias = Device  # noqa: Y015
 
 @_typing.final
 class CDIDevice(_message.Message):
+    """A device by fully qualified CDI name (vendor.com/class=name)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -2623,8 +2745,10 @@ class ContainerConfig(_message.Message):
     STOP_SIGNAL_FIELD_NUMBER: _builtins.int
     working_dir: _builtins.str
     log_path: _builtins.str
+    """Log file path relative to PodSandboxConfig.log_directory; the CRI log format is expected."""
     stdin: _builtins.bool
     stdin_once: _builtins.bool
+    """With stdin: close stdin once the first attached client detaches."""
     tty: _builtins.bool
     stop_signal: Global___Signal.ValueType
     @_builtins.property
@@ -2650,7 +2774,9 @@ class ContainerConfig(_message.Message):
     @_builtins.property
     def windows(self) -> Global___WindowsContainerConfig: ...
     @_builtins.property
-    def CDI_devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___CDIDevice]: ...
+    def CDI_devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___CDIDevice]:
+        """Note the upper-case CDI in the field name (upstream spelling)."""
+
     def __init__(
         self,
         *,
@@ -2683,6 +2809,8 @@ Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
 
 @_typing.final
 class CreateContainerRequest(_message.Message):
+    """CreateContainer: create (not start) a container in a ready pod; sandbox_config is the pod's config again."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POD_SANDBOX_ID_FIELD_NUMBER: _builtins.int
@@ -2729,6 +2857,8 @@ Global___CreateContainerResponse: _TypeAlias = CreateContainerResponse  # noqa: 
 
 @_typing.final
 class StartContainerRequest(_message.Message):
+    """StartContainer: run a created container's process."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -2763,12 +2893,15 @@ Global___StartContainerResponse: _TypeAlias = StartContainerResponse  # noqa: Y0
 
 @_typing.final
 class StopContainerRequest(_message.Message):
+    """StopContainer: signal, then kill once timeout (seconds) runs out; 0 kills at once. Idempotent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
     timeout: _builtins.int
+    """Grace period in seconds."""
     def __init__(
         self,
         *,
@@ -2800,6 +2933,8 @@ Global___StopContainerResponse: _TypeAlias = StopContainerResponse  # noqa: Y015
 
 @_typing.final
 class RemoveContainerRequest(_message.Message):
+    """RemoveContainer: delete a container, killing it if it still runs. Idempotent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -2834,6 +2969,8 @@ Global___RemoveContainerResponse: _TypeAlias = RemoveContainerResponse  # noqa: 
 
 @_typing.final
 class ContainerStateValue(_message.Message):
+    """Wrapper so a filter can leave the state unset."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
@@ -2853,6 +2990,8 @@ Global___ContainerStateValue: _TypeAlias = ContainerStateValue  # noqa: Y015
 
 @_typing.final
 class ContainerFilter(_message.Message):
+    """Filters of ListContainers; all set fields must match."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -2903,6 +3042,8 @@ Global___ContainerFilter: _TypeAlias = ContainerFilter  # noqa: Y015
 
 @_typing.final
 class ListContainersRequest(_message.Message):
+    """ListContainers and its streamed variant."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FILTER_FIELD_NUMBER: _builtins.int
@@ -2923,6 +3064,8 @@ Global___ListContainersRequest: _TypeAlias = ListContainersRequest  # noqa: Y015
 
 @_typing.final
 class Container(_message.Message):
+    """The summary of a container that list calls return."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -3073,6 +3216,8 @@ Global___StreamContainersResponse: _TypeAlias = StreamContainersResponse  # noqa
 
 @_typing.final
 class ContainerStatusRequest(_message.Message):
+    """ContainerStatus; with verbose, info may carry runtime debug data."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -3095,6 +3240,8 @@ Global___ContainerStatusRequest: _TypeAlias = ContainerStatusRequest  # noqa: Y0
 
 @_typing.final
 class ContainerStatus(_message.Message):
+    """Full status of one container; reason and message explain an exit (e.g. OOMKilled)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -3160,6 +3307,7 @@ class ContainerStatus(_message.Message):
     state: Global___ContainerState.ValueType
     created_at: _builtins.int
     started_at: _builtins.int
+    """started_at and finished_at are 0 until the event happens."""
     finished_at: _builtins.int
     exit_code: _builtins.int
     image_ref: _builtins.str
@@ -3167,6 +3315,9 @@ class ContainerStatus(_message.Message):
     message: _builtins.str
     log_path: _builtins.str
     image_id: _builtins.str
+    """image_ref is the digested reference of the image in use; image_id is its image id, the
+    same value PullImageResponse.image_ref returned for it.
+    """
     stop_signal: Global___Signal.ValueType
     @_builtins.property
     def metadata(self) -> Global___ContainerMetadata: ...
@@ -3259,6 +3410,8 @@ Global___ContainerStatusResponse: _TypeAlias = ContainerStatusResponse  # noqa: 
 
 @_typing.final
 class ContainerResources(_message.Message):
+    """Resources currently applied to a container."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LINUX_FIELD_NUMBER: _builtins.int
@@ -3283,6 +3436,8 @@ Global___ContainerResources: _TypeAlias = ContainerResources  # noqa: Y015
 
 @_typing.final
 class ContainerUser(_message.Message):
+    """Identity the container's process runs as."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LINUX_FIELD_NUMBER: _builtins.int
@@ -3303,6 +3458,8 @@ Global___ContainerUser: _TypeAlias = ContainerUser  # noqa: Y015
 
 @_typing.final
 class UpdateContainerResourcesRequest(_message.Message):
+    """UpdateContainerResources: apply new cgroup limits to a running container."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -3335,7 +3492,9 @@ class UpdateContainerResourcesRequest(_message.Message):
     @_builtins.property
     def windows(self) -> Global___WindowsContainerResources: ...
     @_builtins.property
-    def annotations(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def annotations(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Annotations for the runtime about this update (not applied to the container)."""
+
     def __init__(
         self,
         *,
@@ -3378,6 +3537,7 @@ class ExecSyncRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
     timeout: _builtins.int
+    """Seconds; 0 means no timeout."""
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -3422,6 +3582,8 @@ Global___ExecSyncResponse: _TypeAlias = ExecSyncResponse  # noqa: Y015
 
 @_typing.final
 class ExecRequest(_message.Message):
+    """Exec, Attach and PortForward return a URL on the streaming server the client then connects to."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -3532,7 +3694,9 @@ class PortForwardRequest(_message.Message):
     PORT_FIELD_NUMBER: _builtins.int
     pod_sandbox_id: _builtins.str
     @_builtins.property
-    def port(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def port(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Ports inside the pod's network namespace."""
+
     def __init__(
         self,
         *,
@@ -3568,6 +3732,8 @@ Global___PortForwardResponse: _TypeAlias = PortForwardResponse  # noqa: Y015
 
 @_typing.final
 class ImageFilter(_message.Message):
+    """ListImages and its streamed variant, optionally narrowed to one image."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGE_FIELD_NUMBER: _builtins.int
@@ -3608,6 +3774,8 @@ Global___ListImagesRequest: _TypeAlias = ListImagesRequest  # noqa: Y015
 
 @_typing.final
 class Image(_message.Message):
+    """An image in the local store. uid/username come from the image config's user."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -3622,6 +3790,7 @@ class Image(_message.Message):
     size: _builtins.int
     username: _builtins.str
     pinned: _builtins.bool
+    """Pinned images are never garbage collected by the kubelet."""
     @_builtins.property
     def repo_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -3712,6 +3881,8 @@ Global___StreamImagesResponse: _TypeAlias = StreamImagesResponse  # noqa: Y015
 
 @_typing.final
 class ImageStatusRequest(_message.Message):
+    """ImageStatus: one image, or an empty response if the image is not present."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGE_FIELD_NUMBER: _builtins.int
@@ -3779,6 +3950,8 @@ Global___ImageStatusResponse: _TypeAlias = ImageStatusResponse  # noqa: Y015
 
 @_typing.final
 class AuthConfig(_message.Message):
+    """Registry credentials; the secret fields are redacted from debug output."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     USERNAME_FIELD_NUMBER: _builtins.int
@@ -3790,6 +3963,7 @@ class AuthConfig(_message.Message):
     username: _builtins.str
     password: _builtins.str
     auth: _builtins.str
+    """base64 of "username:password"."""
     server_address: _builtins.str
     identity_token: _builtins.str
     registry_token: _builtins.str
@@ -3825,7 +3999,9 @@ class PullImageRequest(_message.Message):
     @_builtins.property
     def auth(self) -> Global___AuthConfig: ...
     @_builtins.property
-    def sandbox_config(self) -> Global___PodSandboxConfig: ...
+    def sandbox_config(self) -> Global___PodSandboxConfig:
+        """The pod the pull is for (may be unset)."""
+
     def __init__(
         self,
         *,
@@ -3847,6 +4023,7 @@ class PullImageResponse(_message.Message):
 
     IMAGE_REF_FIELD_NUMBER: _builtins.int
     image_ref: _builtins.str
+    """Image id of the pulled image."""
     def __init__(
         self,
         *,
@@ -3862,6 +4039,8 @@ Global___PullImageResponse: _TypeAlias = PullImageResponse  # noqa: Y015
 
 @_typing.final
 class RemoveImageRequest(_message.Message):
+    """RemoveImage; removing an image that is absent is not an error."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGE_FIELD_NUMBER: _builtins.int
@@ -3897,6 +4076,8 @@ Global___RemoveImageResponse: _TypeAlias = RemoveImageResponse  # noqa: Y015
 
 @_typing.final
 class NetworkConfig(_message.Message):
+    """Runtime settings the kubelet pushes: for now, only the node's pod CIDR."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POD_CIDR_FIELD_NUMBER: _builtins.int
@@ -3971,6 +4152,8 @@ Global___UpdateRuntimeConfigResponse: _TypeAlias = UpdateRuntimeConfigResponse  
 
 @_typing.final
 class RuntimeCondition(_message.Message):
+    """A named runtime condition; the kubelet watches RuntimeReady and NetworkReady."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
@@ -4019,6 +4202,8 @@ Global___RuntimeStatus: _TypeAlias = RuntimeStatus  # noqa: Y015
 
 @_typing.final
 class StatusRequest(_message.Message):
+    """Status of the runtime; with verbose, info may carry debug data."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VERBOSE_FIELD_NUMBER: _builtins.int
@@ -4038,6 +4223,8 @@ Global___StatusRequest: _TypeAlias = StatusRequest  # noqa: Y015
 
 @_typing.final
 class RuntimeHandlerFeatures(_message.Message):
+    """Optional features one runtime handler supports."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECURSIVE_READ_ONLY_MOUNTS_FIELD_NUMBER: _builtins.int
@@ -4065,6 +4252,7 @@ class RuntimeHandler(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Handler name; empty for the default handler."""
     @_builtins.property
     def features(self) -> Global___RuntimeHandlerFeatures: ...
     def __init__(
@@ -4083,6 +4271,8 @@ Global___RuntimeHandler: _TypeAlias = RuntimeHandler  # noqa: Y015
 
 @_typing.final
 class RuntimeFeatures(_message.Message):
+    """Optional features of the runtime as a whole."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUPPLEMENTAL_GROUPS_POLICY_FIELD_NUMBER: _builtins.int
@@ -4159,6 +4349,8 @@ Global___StatusResponse: _TypeAlias = StatusResponse  # noqa: Y015
 
 @_typing.final
 class ImageFsInfoRequest(_message.Message):
+    """ImageFsInfo: usage of the filesystems that hold images and container writable layers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -4174,6 +4366,8 @@ Global___ImageFsInfoRequest: _TypeAlias = ImageFsInfoRequest  # noqa: Y015
 
 @_typing.final
 class UInt64Value(_message.Message):
+    """Wrapper that tells an unknown value apart from 0."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUE_FIELD_NUMBER: _builtins.int
@@ -4212,6 +4406,8 @@ Global___FilesystemIdentifier: _TypeAlias = FilesystemIdentifier  # noqa: Y015
 
 @_typing.final
 class FilesystemUsage(_message.Message):
+    """Bytes and inodes used on one filesystem."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TIMESTAMP_FIELD_NUMBER: _builtins.int
@@ -4277,7 +4473,9 @@ class ImageFsInfoResponse(_message.Message):
     @_builtins.property
     def image_filesystems(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilesystemUsage]: ...
     @_builtins.property
-    def container_filesystems(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilesystemUsage]: ...
+    def container_filesystems(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilesystemUsage]:
+        """Set only when writable layers live on a filesystem apart from images."""
+
     def __init__(
         self,
         *,
@@ -4294,6 +4492,8 @@ Global___ImageFsInfoResponse: _TypeAlias = ImageFsInfoResponse  # noqa: Y015
 
 @_typing.final
 class ContainerStatsRequest(_message.Message):
+    """Container-level resource usage: one container, a filtered list, or a stream of batches."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -4459,6 +4659,8 @@ Global___StreamContainerStatsResponse: _TypeAlias = StreamContainerStatsResponse
 
 @_typing.final
 class ContainerAttributes(_message.Message):
+    """Identity of the container that a stats record is about."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -4530,6 +4732,8 @@ Global___ContainerAttributes: _TypeAlias = ContainerAttributes  # noqa: Y015
 
 @_typing.final
 class ContainerStats(_message.Message):
+    """Resource usage of one container."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
@@ -4602,6 +4806,8 @@ Global___WindowsContainerStats: _TypeAlias = WindowsContainerStats  # noqa: Y015
 
 @_typing.final
 class PsiStats(_message.Message):
+    """Pressure stall information from cgroup v2 (cpu/memory/io.pressure)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FULL_FIELD_NUMBER: _builtins.int
@@ -4626,6 +4832,10 @@ Global___PsiStats: _TypeAlias = PsiStats  # noqa: Y015
 
 @_typing.final
 class PsiData(_message.Message):
+    """One PSI line: total stall time in nanoseconds (the kernel reports microseconds) and the
+    10s/60s/300s averages in percent.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOTAL_FIELD_NUMBER: _builtins.int
@@ -4654,6 +4864,8 @@ Global___PsiData: _TypeAlias = PsiData  # noqa: Y015
 
 @_typing.final
 class CpuUsage(_message.Message):
+    """CPU use: cumulative core-nanoseconds, and the current rate in nano-cores."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TIMESTAMP_FIELD_NUMBER: _builtins.int
@@ -4664,7 +4876,9 @@ class CpuUsage(_message.Message):
     @_builtins.property
     def usage_core_nano_seconds(self) -> Global___UInt64Value: ...
     @_builtins.property
-    def usage_nano_cores(self) -> Global___UInt64Value: ...
+    def usage_nano_cores(self) -> Global___UInt64Value:
+        """Average over the last sampling interval."""
+
     @_builtins.property
     def psi(self) -> Global___PsiStats: ...
     def __init__(
@@ -4712,6 +4926,8 @@ Global___WindowsCpuUsage: _TypeAlias = WindowsCpuUsage  # noqa: Y015
 
 @_typing.final
 class MemoryUsage(_message.Message):
+    """Memory use in bytes; working set is usage minus inactive file pages."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TIMESTAMP_FIELD_NUMBER: _builtins.int
@@ -4759,6 +4975,8 @@ Global___MemoryUsage: _TypeAlias = MemoryUsage  # noqa: Y015
 
 @_typing.final
 class IoUsage(_message.Message):
+    """Block IO pressure."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TIMESTAMP_FIELD_NUMBER: _builtins.int
@@ -4782,6 +5000,8 @@ Global___IoUsage: _TypeAlias = IoUsage  # noqa: Y015
 
 @_typing.final
 class SwapUsage(_message.Message):
+    """Swap use in bytes."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TIMESTAMP_FIELD_NUMBER: _builtins.int
@@ -4844,6 +5064,8 @@ Global___WindowsMemoryUsage: _TypeAlias = WindowsMemoryUsage  # noqa: Y015
 
 @_typing.final
 class ReopenContainerLogRequest(_message.Message):
+    """ReopenContainerLog: close and reopen the container's log file (after rotation)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -4878,6 +5100,8 @@ Global___ReopenContainerLogResponse: _TypeAlias = ReopenContainerLogResponse  # 
 
 @_typing.final
 class CheckpointContainerRequest(_message.Message):
+    """CheckpointContainer: checkpoint a container (CRIU) to an archive at location."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -4886,6 +5110,7 @@ class CheckpointContainerRequest(_message.Message):
     container_id: _builtins.str
     location: _builtins.str
     timeout: _builtins.int
+    """Seconds."""
     def __init__(
         self,
         *,
@@ -4918,6 +5143,8 @@ Global___CheckpointContainerResponse: _TypeAlias = CheckpointContainerResponse  
 
 @_typing.final
 class GetEventsRequest(_message.Message):
+    """GetContainerEvents takes no arguments."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -4945,6 +5172,7 @@ class ContainerEventResponse(_message.Message):
     container_id: _builtins.str
     container_event_type: Global___ContainerEventType.ValueType
     created_at: _builtins.int
+    """When the event happened, nanoseconds since the epoch."""
     @_builtins.property
     def pod_sandbox_status(self) -> Global___PodSandboxStatus: ...
     @_builtins.property
@@ -4968,6 +5196,8 @@ Global___ContainerEventResponse: _TypeAlias = ContainerEventResponse  # noqa: Y0
 
 @_typing.final
 class ListMetricDescriptorsRequest(_message.Message):
+    """Metrics the runtime reports itself (for the kubelet's /metrics/cadvisor)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -5003,6 +5233,8 @@ Global___ListMetricDescriptorsResponse: _TypeAlias = ListMetricDescriptorsRespon
 
 @_typing.final
 class MetricDescriptor(_message.Message):
+    """Name, help text and label names of one metric."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -5029,6 +5261,8 @@ Global___MetricDescriptor: _TypeAlias = MetricDescriptor  # noqa: Y015
 
 @_typing.final
 class ListPodSandboxMetricsRequest(_message.Message):
+    """Per-pod metric values, listed or streamed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -5099,6 +5333,8 @@ Global___StreamPodSandboxMetricsResponse: _TypeAlias = StreamPodSandboxMetricsRe
 
 @_typing.final
 class PodSandboxMetrics(_message.Message):
+    """Metric values of one pod and of each of its containers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POD_SANDBOX_ID_FIELD_NUMBER: _builtins.int
@@ -5149,6 +5385,8 @@ Global___ContainerMetrics: _TypeAlias = ContainerMetrics  # noqa: Y015
 
 @_typing.final
 class Metric(_message.Message):
+    """One sample; label_values line up with the descriptor's label_keys."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -5182,6 +5420,8 @@ Global___Metric: _TypeAlias = Metric  # noqa: Y015
 
 @_typing.final
 class RuntimeConfigRequest(_message.Message):
+    """RuntimeConfig: settings the kubelet must follow, such as the cgroup driver."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -5236,6 +5476,8 @@ Global___LinuxRuntimeConfiguration: _TypeAlias = LinuxRuntimeConfiguration  # no
 
 @_typing.final
 class UpdatePodSandboxResourcesRequest(_message.Message):
+    """UpdatePodSandboxResources: the pod-level cgroup after an in-place resize."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POD_SANDBOX_ID_FIELD_NUMBER: _builtins.int
