@@ -11,6 +11,7 @@ import asyncio
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cri.errors import (
@@ -58,6 +59,9 @@ class Images:
         self.conf = RegistriesConfWatcher(registries_conf)
         self.client = client or RegistryClient()
         self.pause_image = pause_image
+        # Names of the containers using an image id (the runtime sets this): such an image is
+        # not removed (CRI-O's behaviour; the kubelet's GC skips it and retries later).
+        self.in_use: Callable[[str], list[str]] = lambda image_id: []
         self._pulls: SharedTasks[ImageRecord] = SharedTasks()
         self._layer_jobs: SharedTasks[None] = SharedTasks()
         self._downloads = asyncio.Semaphore(LAYER_PARALLELISM)
@@ -121,6 +125,10 @@ class Images:
         """Idempotent: an image that is not there is already removed."""
         rec = self.resolve(spec)
         if rec is not None:
+            users = self.in_use(rec.id)
+            if users:
+                raise FailedPrecondition(
+                    f"image {spec} ({rec.id}) is in use by container {', '.join(sorted(users))}")
             self.store.delete(rec)
             log.info("image %s removed (tags %s)", rec.id, ", ".join(rec.repo_tags) or "-")
 

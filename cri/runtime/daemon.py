@@ -15,8 +15,11 @@ from typing import Any
 from cri.config import Config
 from cri.errors import NotFound
 from cri.image.images import Images
+from cri.runtime.events import EventBus
 from cri.runtime.network import PodNetwork
+from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
+from sandbox.cgroups.stats import CpuRate
 from sandbox.oci.exits import ExitWatcher
 from sandbox.oci.runtime import OCIRuntime
 
@@ -28,10 +31,12 @@ class Runtime:
         self.config = config
         root, runroot = Path(config.root), Path(config.runroot)
         self.sandboxes = SandboxStore(root)
+        self.containers = ContainerStore(root)
+        self.events = EventBus()
         self.run_dir = runroot / "sandboxes"
         self.exits_dir = runroot / "exits"
         self.image_root = root / "images"  # the image store (content and unpacked layers)
-        self.container_root = root / "containers"  # container writable layers
+        self.container_root = self.containers.dir  # container state and writable layers
         self.oci = OCIRuntime(
             runtime_path=Path(config.runtime.runtime_path),
             conmon_path=Path(config.runtime.conmon_path),
@@ -43,12 +48,15 @@ class Runtime:
         self.network = PodNetwork(config)
         self.images = Images(self.image_root, Path(config.image.registries_conf),
                              pause_image=config.image.pause_image)
+        self.images.in_use = self._image_users
         self.exits = ExitWatcher(self.exits_dir, self._on_exit)
         # Operations on one pod are serialised; different pods proceed in parallel.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Waiters for an infra process's exit (StopPodSandbox waits for SIGKILL to land).
         self._exit_waiters: dict[str, asyncio.Future[int]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        # The previous CPU sample of each cgroup, for usage_nano_cores (dropped on removal).
+        self.cpu_rates: dict[str, CpuRate] = {}
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` detached from any RPC, keeping a reference until it is done."""
@@ -86,6 +94,16 @@ class Runtime:
             pod.status.infra_exit_code = code
             pod.set_state(SandboxState.NOTREADY)
             self.sandboxes.save(pod)
+            return
+        ctr = self.containers.get(ctr_id)
+        if ctr is not None:
+            from cri.runtime.container_exit import container_exited
+
+            container_exited(self, ctr, code, exited_at)
+
+    def _image_users(self, image_id: str) -> list[str]:
+        return [c.meta.name for c in self.containers if c.meta.image_id == image_id
+                or image_id in c.meta.image_mounts.values()]
 
     def exit_waiter(self, ctr_id: str) -> asyncio.Future[int]:
         """A future resolved when conmon reports ``ctr_id``'s exit (register before killing)."""

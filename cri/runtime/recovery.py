@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 
+from cri.runtime import container_remove
+from cri.runtime.container_exit import container_exited
 from cri.runtime.daemon import Runtime
 from cri.runtime.sandbox_remove import teardown
+from cri.store.container import Container, ContainerState
 from cri.store.sandbox import Sandbox, SandboxState
 
 log = logging.getLogger(__name__)
@@ -53,9 +57,42 @@ async def _check_network(rt: Runtime, pod: Sandbox) -> None:
         log.info("pod sandbox %s: network checked after restart", pod.id)
 
 
+async def _finish_unfinished_container(rt: Runtime, ctr: Container) -> None:
+    log.warning("container %s was being created when the daemon stopped; removing it", ctr.id)
+    try:
+        await container_remove.teardown(rt, ctr)
+    except Exception:
+        log.exception("teardown of unfinished container %s failed", ctr.id)
+    rt.containers.discard(ctr.id)
+
+
+async def _reconcile_container(rt: Runtime, ctr: Container) -> None:
+    if ctr.status.state not in (ContainerState.CREATED, ContainerState.RUNNING):
+        return
+    if rt.exits.read_exit(ctr.id) is not None:
+        return  # the exit watcher's first scan records the code
+    state = await rt.oci.state(ctr.id)
+    if state is None or state.get("status") == "stopped":
+        # Gone without an exit record (a reboot wiped it): the code is unknowable.
+        log.warning("container %s is gone and left no exit code; marking it exited", ctr.id)
+        container_exited(rt, ctr, 255, datetime.now(UTC))
+        ctr.status.reason = "Unknown"
+        ctr.status.message = "the container's process disappeared while pycri was down"
+        rt.containers.save(ctr)
+
+
 async def recover(rt: Runtime) -> None:
     done, unfinished = rt.sandboxes.load()
+    ctrs, ctrs_unfinished = rt.containers.load()
+    for ctr in ctrs:  # layers of a container's image stay, whatever happens to the image
+        rt.images.store.pin(ctr.meta.chain_ids)
+        for image_id in ctr.meta.image_mounts.values():
+            rec = rt.images.store.images.get(image_id)
+            if rec is not None:
+                rt.images.store.pin(rec.chain_ids)
     # Exits are watched before anything is torn down: stopping an infra waits for its exit.
     rt.exits.start()
+    await asyncio.gather(*(_finish_unfinished_container(rt, c) for c in ctrs_unfinished))
     await asyncio.gather(*(_finish_unfinished(rt, p) for p in unfinished))
-    await asyncio.gather(*(_reconcile(rt, p) for p in done))
+    await asyncio.gather(*(_reconcile(rt, p) for p in done),
+                         *(_reconcile_container(rt, c) for c in ctrs))

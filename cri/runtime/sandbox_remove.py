@@ -1,4 +1,4 @@
-"""RemovePodSandbox: stop if needed, then remove everything the pod had (infra container,
+"""RemovePodSandbox: stop if needed, then remove everything the pod had (its containers, infra,
 netns, mounts, cgroup, run and state dirs). Idempotent: an unknown id succeeds."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import logging
 import shutil
 
-from cri.runtime import infra
+from cri.runtime import container_remove, infra
 from cri.runtime.daemon import Runtime
 from cri.runtime.sandbox_stop import stop
 from cri.store.sandbox import Sandbox
@@ -23,6 +23,7 @@ async def remove_pod_sandbox(rt: Runtime, pod_id: str) -> None:
             return
         await teardown(rt, pod)
         rt.sandboxes.delete(pod)
+        rt.cpu_rates.pop(pod.meta.cgroup_parent, None)
     rt.forget_lock(pod.id)
     log.info("pod sandbox %s removed", pod.id)
 
@@ -31,6 +32,11 @@ async def teardown(rt: Runtime, pod: Sandbox) -> None:
     """Everything but the state dir, in reverse order of creation. Also used by recovery for
     a creation that a crash interrupted."""
     await stop(rt, pod)
+    for ctr in rt.containers.of_pod(pod.id):
+        async with rt.lock(ctr.id):
+            if rt.containers.get(ctr.id) is ctr:
+                await container_remove.remove(rt, ctr)
+        rt.forget_lock(ctr.id)
     await infra.destroy(rt, pod)
     if pod.meta.cgroup_created:
         await asyncio.to_thread(cgroups.remove_pod_cgroup, pod.meta.cgroup_parent)

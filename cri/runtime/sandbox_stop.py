@@ -1,4 +1,4 @@
-"""StopPodSandbox: stop the infra (later: every container first), release the network.
+"""StopPodSandbox: stop every container, then the infra, and release the network.
 
 Idempotent and forgiving, as the kubelet relies on: an unknown id, a pod already stopped, a
 netns or plugin that is gone - all succeed, and the IP lease is released whatever happened.
@@ -11,8 +11,9 @@ import logging
 import time
 from pathlib import Path
 
-from cri.runtime import infra
+from cri.runtime import container_stop, infra
 from cri.runtime.daemon import Runtime
+from cri.store.container import Container
 from cri.store.sandbox import Sandbox, SandboxState
 from sandbox import netns, shm
 
@@ -29,6 +30,7 @@ async def stop_pod_sandbox(rt: Runtime, pod_id: str) -> None:
 
 async def stop(rt: Runtime, pod: Sandbox) -> None:
     """The pod's processes die and its network is released; its state dir stays for Remove."""
+    await stop_containers(rt, pod)
     # The infra is killed while CNI DEL runs: DEL needs the netns pin, not the process.
     results = await asyncio.gather(
         infra.stop(rt, pod), _release_network(rt, pod), return_exceptions=True
@@ -42,6 +44,20 @@ async def stop(rt: Runtime, pod: Sandbox) -> None:
         pod.set_state(SandboxState.NOTREADY)
         pod.status.stopped_at = time.time_ns()
         rt.sandboxes.save(pod)
+
+
+async def stop_containers(rt: Runtime, pod: Sandbox) -> None:
+    """Every container of the pod, at once and without grace (as containerd does: the kubelet
+    has already stopped them gracefully when it stops a pod)."""
+    async def one(ctr: Container) -> None:
+        async with rt.lock(ctr.id):
+            await container_stop.stop(rt, ctr, 0)
+
+    results = await asyncio.gather(*(one(c) for c in rt.containers.of_pod(pod.id)),
+                                   return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
 
 
 async def _release_network(rt: Runtime, pod: Sandbox) -> None:

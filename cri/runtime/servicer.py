@@ -13,6 +13,13 @@ import grpc
 
 from cri.api import api_pb2, api_pb2_grpc
 from cri.runtime import (
+    container_create,
+    container_list,
+    container_log_reopen,
+    container_remove,
+    container_start,
+    container_status,
+    container_stop,
     runtime_config,
     runtime_status,
     sandbox_list,
@@ -20,6 +27,7 @@ from cri.runtime import (
     sandbox_run,
     sandbox_status,
     sandbox_stop,
+    stats,
     version,
 )
 from cri.runtime.daemon import Runtime
@@ -82,6 +90,95 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         items = sandbox_list.list_pod_sandbox(self.rt, f)
         for i in range(0, len(items), STREAM_BATCH):
             yield api_pb2.StreamPodSandboxesResponse(pod_sandboxes=items[i:i + STREAM_BATCH])
+
+    # Containers ---------------------------------------------------------------------------
+    async def CreateContainer(self, request: api_pb2.CreateContainerRequest, context: Ctx
+                              ) -> api_pb2.CreateContainerResponse:
+        ctr_id = await container_create.create_container(self.rt, request.pod_sandbox_id,
+                                                         request.config)
+        return api_pb2.CreateContainerResponse(container_id=ctr_id)
+
+    async def StartContainer(self, request: api_pb2.StartContainerRequest, context: Ctx
+                             ) -> api_pb2.StartContainerResponse:
+        await container_start.start_container(self.rt, request.container_id)
+        return api_pb2.StartContainerResponse()
+
+    async def StopContainer(self, request: api_pb2.StopContainerRequest, context: Ctx
+                            ) -> api_pb2.StopContainerResponse:
+        await container_stop.stop_container(self.rt, request.container_id, request.timeout)
+        return api_pb2.StopContainerResponse()
+
+    async def RemoveContainer(self, request: api_pb2.RemoveContainerRequest, context: Ctx
+                              ) -> api_pb2.RemoveContainerResponse:
+        await container_remove.remove_container(self.rt, request.container_id)
+        return api_pb2.RemoveContainerResponse()
+
+    async def ContainerStatus(self, request: api_pb2.ContainerStatusRequest, context: Ctx
+                              ) -> api_pb2.ContainerStatusResponse:
+        return container_status.container_status(self.rt, request.container_id, request.verbose)
+
+    async def ListContainers(self, request: api_pb2.ListContainersRequest, context: Ctx
+                             ) -> api_pb2.ListContainersResponse:
+        f = request.filter if request.HasField("filter") else None
+        return api_pb2.ListContainersResponse(
+            containers=container_list.list_containers(self.rt, f))
+
+    async def StreamContainers(self, request: api_pb2.StreamContainersRequest, context: Ctx
+                               ) -> AsyncIterator[api_pb2.StreamContainersResponse]:
+        f = request.filter if request.HasField("filter") else None
+        items = container_list.list_containers(self.rt, f)
+        for i in range(0, len(items), STREAM_BATCH):
+            yield api_pb2.StreamContainersResponse(containers=items[i:i + STREAM_BATCH])
+
+    async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest, context: Ctx
+                                 ) -> api_pb2.ReopenContainerLogResponse:
+        await container_log_reopen.reopen_container_log(self.rt, request.container_id)
+        return api_pb2.ReopenContainerLogResponse()
+
+    # Stats --------------------------------------------------------------------------------
+    async def ContainerStats(self, request: api_pb2.ContainerStatsRequest, context: Ctx
+                             ) -> api_pb2.ContainerStatsResponse:
+        return api_pb2.ContainerStatsResponse(
+            stats=await stats.container_stats(self.rt, request.container_id))
+
+    async def ListContainerStats(self, request: api_pb2.ListContainerStatsRequest, context: Ctx
+                                 ) -> api_pb2.ListContainerStatsResponse:
+        f = request.filter if request.HasField("filter") else None
+        return api_pb2.ListContainerStatsResponse(
+            stats=await stats.list_container_stats(self.rt, f))
+
+    async def StreamContainerStats(self, request: api_pb2.StreamContainerStatsRequest,
+                                   context: Ctx
+                                   ) -> AsyncIterator[api_pb2.StreamContainerStatsResponse]:
+        f = request.filter if request.HasField("filter") else None
+        items = await stats.list_container_stats(self.rt, f)
+        for i in range(0, len(items), STREAM_BATCH):
+            yield api_pb2.StreamContainerStatsResponse(container_stats=items[i:i + STREAM_BATCH])
+
+    async def PodSandboxStats(self, request: api_pb2.PodSandboxStatsRequest, context: Ctx
+                              ) -> api_pb2.PodSandboxStatsResponse:
+        return api_pb2.PodSandboxStatsResponse(
+            stats=await stats.pod_sandbox_stats(self.rt, request.pod_sandbox_id))
+
+    async def ListPodSandboxStats(self, request: api_pb2.ListPodSandboxStatsRequest,
+                                  context: Ctx) -> api_pb2.ListPodSandboxStatsResponse:
+        f = request.filter if request.HasField("filter") else None
+        return api_pb2.ListPodSandboxStatsResponse(
+            stats=await stats.list_pod_sandbox_stats(self.rt, f))
+
+    async def StreamPodSandboxStats(self, request: api_pb2.StreamPodSandboxStatsRequest,
+                                    context: Ctx
+                                    ) -> AsyncIterator[api_pb2.StreamPodSandboxStatsResponse]:
+        f = request.filter if request.HasField("filter") else None
+        items = await stats.list_pod_sandbox_stats(self.rt, f)
+        for i in range(0, len(items), STREAM_BATCH):
+            yield api_pb2.StreamPodSandboxStatsResponse(
+                pod_sandbox_stats=items[i:i + STREAM_BATCH])
+
+    async def GetContainerEvents(self, request: api_pb2.GetEventsRequest, context: Ctx
+                                 ) -> AsyncIterator[api_pb2.ContainerEventResponse]:
+        async for event in self.rt.events.subscribe():
+            yield event
 
 
 fill_unimplemented(RuntimeServicer, "RuntimeService")

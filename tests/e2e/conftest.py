@@ -44,6 +44,9 @@ def session_leftovers(d: Daemon) -> list[str]:
     pods = list((d.root / "sandboxes").glob("*")) if (d.root / "sandboxes").exists() else []
     if pods:
         left.append(f"pod state {pods}")
+    ctrs = list((d.root / "containers").glob("*")) if (d.root / "containers").exists() else []
+    if ctrs:
+        left.append(f"container state {ctrs}")
     conmons = subprocess.run(["pgrep", "-f", f"conmon.*{d.base}"], capture_output=True,
                              text=True).stdout.split()
     if conmons:

@@ -1,0 +1,255 @@
+"""CreateContainer: reserve the name, then build the container step by step, each step
+registering its undo first (the same discipline as RunPodSandbox).
+
+Order: checks -> state dir -> image layers pinned -> rootfs overlay (writable upper) -> image
+volumes -> user resolved inside the rootfs -> spec -> conmon + `runc create` -> CREATED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import posixpath
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from cri.api import api_pb2
+from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri.image.manifest import ImageConfig, parse_image_config
+from cri.image.rootfs import mount_rootfs, unmount
+from cri.image.store import ImageRecord
+from cri.runtime import container_spec
+from cri.runtime.container_exit import publish
+from cri.runtime.daemon import Runtime
+from cri.store.container import Container, ContainerMeta, ContainerState
+from cri.store.sandbox import Sandbox
+from sandbox import cgroups
+from sandbox.oci import spec as ocispec
+from sandbox.oci.errors import OCIRuntimeError, OCITimeout
+from sandbox.oci.signals import DEFAULT_STOP_SIGNAL, parse_signal
+from sandbox.oci.user import Identity, UserError, resolve_identity
+from sandbox.securejoin import resolve_in_root
+
+log = logging.getLogger(__name__)
+
+NS = api_pb2.NamespaceMode
+
+
+def container_name(md: api_pb2.ContainerMetadata, pod: Sandbox) -> str:
+    p = pod.config.metadata
+    return f"k8s_{md.name}_{p.name}_{p.namespace}_{p.uid}_{md.attempt}"
+
+
+def _log_path(pod: Sandbox, config: api_pb2.ContainerConfig, ctr_dir: Path) -> Path:
+    rel = config.log_path
+    if not pod.config.log_directory or not rel:
+        return ctr_dir / "container.log"  # still kept, so `crictl logs` works
+    if rel.startswith("/") or ".." in rel.split("/"):
+        raise InvalidArgument(f"log path {rel!r} must be relative to the pod's log directory")
+    return Path(pod.config.log_directory) / rel
+
+
+def _stop_signal(config: api_pb2.ContainerConfig, image: ImageConfig) -> int:
+    if config.stop_signal:
+        name = api_pb2.Signal.Name(config.stop_signal)
+        return parse_signal(name)
+    if image.stop_signal:
+        try:
+            return parse_signal(image.stop_signal)
+        except ValueError:
+            log.warning("image stop signal %r is not a signal; using SIGTERM", image.stop_signal)
+    return DEFAULT_STOP_SIGNAL
+
+
+def _pid_namespace(rt: Runtime, pod: Sandbox, config: api_pb2.ContainerConfig
+                   ) -> tuple[str, str | None, bool]:
+    """(mode name, namespace path to join or None, host pid)."""
+    ns = config.linux.security_context.namespace_options
+    if ns.pid == NS.NODE:
+        return "node", None, True
+    if ns.pid == NS.POD:
+        return "pod", f"/proc/{pod.status.pid}/ns/pid", False
+    if ns.pid == NS.TARGET:
+        try:
+            target = rt.containers.lookup(ns.target_id)
+        except NotFound as exc:
+            raise NotFound(f"pid namespace target container {ns.target_id!r} not found") from exc
+        if target.meta.pod_id != pod.id:
+            raise InvalidArgument("pid namespace target must be a container of the same pod")
+        if not target.running or not target.status.pid:
+            raise FailedPrecondition(f"pid namespace target {target.id} is not running")
+        return "target", f"/proc/{target.status.pid}/ns/pid", False
+    return "container", None, False
+
+
+def _resolve_image(rt: Runtime, spec: api_pb2.ImageSpec) -> ImageRecord:
+    name = spec.image
+    if not name:
+        raise InvalidArgument("CreateContainer needs an image")
+    rec = rt.images.resolve(name)
+    if rec is None:
+        raise NotFound(f"image {name!r} not found: pull it first")
+    return rec
+
+
+async def create_container(rt: Runtime, pod_id: str, config: api_pb2.ContainerConfig,
+                           pod_config: api_pb2.PodSandboxConfig | None = None) -> str:
+    if not config.HasField("metadata") or not config.metadata.name:
+        raise InvalidArgument("container metadata.name must be set")
+    pod = rt.sandboxes.lookup(pod_id)
+    rec = _resolve_image(rt, config.image)
+    image_cfg = parse_image_config(rt.images.store.get_blob(rec.config_digest))
+    stop_signal = _stop_signal(config, image_cfg)
+    ctr_id = secrets.token_hex(32)
+    name = container_name(config.metadata, pod)
+    rt.containers.names.reserve(name, ctr_id)
+    try:
+        async with rt.lock(pod.id):
+            if rt.sandboxes.get(pod.id) is not pod:
+                raise NotFound(f"pod sandbox {pod_id} was removed")
+            if not pod.ready:
+                raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
+            task = rt.spawn(_create(rt, pod, ctr_id, name, config, rec, image_cfg, stop_signal))
+            return await asyncio.shield(task)
+    except BaseException:
+        if rt.containers.get(ctr_id) is None:
+            rt.containers.names.release(name)
+        raise
+
+
+async def _mount_image_volumes(rt: Runtime, ctr: Container, config: api_pb2.ContainerConfig,
+                               undo: contextlib.AsyncExitStack) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for i, m in enumerate(config.mounts):
+        if not (m.HasField("image") and m.image.image):
+            continue
+        rec = rt.images.resolve(m.image.image)
+        if rec is None:
+            raise NotFound(f"image volume {m.image.image!r} at {m.container_path} is not pulled")
+        target = ctr.dir / "image-volumes" / str(i)
+        rt.images.store.pin(rec.chain_ids)
+        undo.callback(rt.images.store.unpin, rec.chain_ids)
+        await mount_rootfs(rt.images.store, rec.chain_ids, target)
+        undo.push_async_callback(asyncio.to_thread, unmount, target)
+        source = target
+        if m.image_sub_path:
+            sub = resolve_in_root(target, m.image_sub_path)
+            if not sub.exists():
+                raise InvalidArgument(f"image volume {m.image.image}: sub path "
+                                      f"{m.image_sub_path!r} does not exist in the image")
+            source = sub
+        out[m.container_path] = source
+    return out
+
+
+def _image_mount_ids(rt: Runtime, config: api_pb2.ContainerConfig) -> dict[str, str]:
+    out = {}
+    for m in config.mounts:
+        if m.HasField("image") and m.image.image:
+            rec = rt.images.resolve(m.image.image)
+            if rec is not None:
+                out[m.container_path] = rec.id
+    return out
+
+
+async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
+                  config: api_pb2.ContainerConfig, rec: ImageRecord, image_cfg: ImageConfig,
+                  stop_signal: int) -> str:
+    sc = config.linux.security_context
+    pid_mode, pid_ns_path, host_pid = _pid_namespace(rt, pod, config)
+    cgroup_path = cgroups.container_cgroup_path(pod.meta.cgroup_parent, ctr_id)
+    image_ref = rec.repo_digests[0] if rec.repo_digests else rec.id
+    ctr_dir = rt.containers.dir / ctr_id
+    log_path = _log_path(pod, config, ctr_dir)
+    async with contextlib.AsyncExitStack() as undo:
+        # The user is only known once the rootfs is mounted; meta is written with a
+        # placeholder identity first, so recovery can tear a half-made container down.
+        ident = Identity(uid=0, gid=0, additional_gids=(), username="", home="/")
+        ctr = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
+                                      cgroup_path, stop_signal, ident, pid_mode, {}), config)
+        rt.containers.begin(ctr)
+        undo.callback(rt.containers.discard, ctr_id)
+        rt.images.store.pin(rec.chain_ids)
+        undo.callback(rt.images.store.unpin, rec.chain_ids)
+        await mount_rootfs(rt.images.store, rec.chain_ids, ctr.rootfs, upper=ctr.upper)
+        undo.push_async_callback(asyncio.to_thread, unmount, ctr.rootfs)
+        image_mounts = await _mount_image_volumes(rt, ctr, config, undo)
+        try:
+            ident = await asyncio.to_thread(
+                resolve_identity, ctr.rootfs,
+                image_user=image_cfg.user,
+                run_as_user=sc.run_as_user.value if sc.HasField("run_as_user") else None,
+                run_as_username=sc.run_as_username or None,
+                run_as_group=sc.run_as_group.value if sc.HasField("run_as_group") else None,
+                supplemental_groups=list(sc.supplemental_groups),
+                strict_groups=sc.supplemental_groups_policy
+                == api_pb2.SupplementalGroupsPolicy.Strict,
+            )
+        except UserError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        spec = container_spec.container_spec(container_spec.SpecInputs(
+            ctr_id=ctr_id, pod=pod, config=config, image=image_cfg, identity=ident,
+            rootfs=ctr.rootfs, cgroup_path=cgroup_path, pid_ns_path=pid_ns_path,
+            host_pid=host_pid, image_mounts=image_mounts, v1_host=container_spec.v1_host(),
+        ))
+        await asyncio.to_thread(_make_workdir, ctr.rootfs, spec["process"]["cwd"])
+        ctr = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
+                                      cgroup_path, stop_signal, ident, pid_mode,
+                                      _image_mount_ids(rt, config)), config)
+        rt.containers.begin(ctr)
+        await asyncio.to_thread(ocispec.write_bundle, ctr.bundle, spec)
+        await asyncio.to_thread(log_path.parent.mkdir, mode=0o755, parents=True, exist_ok=True)
+        undo.push_async_callback(_delete_runc, rt, ctr_id)
+        try:
+            pid = await rt.oci.create(
+                ctr_id, ctr.bundle, log_path=log_path, pidfile=ctr.bundle / "pid",
+                attach_socket_dir=ctr.bundle, terminal=config.tty, stdin=config.stdin,
+                stdin_once=config.stdin_once, name=name,
+                timeout=rt.config.runtime.runtime_timeout,
+            )
+        except OCITimeout as exc:
+            raise DeadlineExceeded(f"container create timed out: {exc}") from exc
+        except OCIRuntimeError as exc:
+            raise Internal(f"container create failed: {exc}") from exc
+        ctr.status.pid = pid
+        ctr.set_state(ContainerState.CREATED)
+        rt.containers.commit(ctr)
+        undo.pop_all()
+    log.info("container %s (%s) created in pod %s", ctr_id, name, pod.id)
+    publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_CREATED_EVENT)
+    return ctr_id
+
+
+def _meta(ctr_id: str, name: str, pod: Sandbox, config: api_pb2.ContainerConfig,
+          rec: ImageRecord, image_ref: str, log_path: Path, cgroup_path: str, stop_signal: int,
+          ident: Identity, pid_mode: str, image_mounts: dict[str, str]) -> ContainerMeta:
+    return ContainerMeta(
+        id=ctr_id, name=name, pod_id=pod.id, created_at=time.time_ns(),
+        image=config.image.image, image_id=rec.id, image_ref=image_ref,
+        chain_ids=list(rec.chain_ids), log_path=str(log_path), cgroup_path=cgroup_path,
+        stop_signal=stop_signal, uid=ident.uid, gid=ident.gid,
+        additional_gids=list(ident.additional_gids), username=ident.username,
+        pid_namespace=pid_mode, image_mounts=image_mounts,
+    )
+
+
+async def _delete_runc(rt: Runtime, ctr_id: str) -> None:
+    try:
+        await rt.oci.delete(ctr_id, force=True)
+    except OCIRuntimeError as exc:
+        log.warning("cleaning up runc state of %s: %s", ctr_id, exc)
+    await asyncio.to_thread(shutil.rmtree, rt.oci.persist_dir(ctr_id), True)
+    (rt.exits_dir / ctr_id).unlink(missing_ok=True)
+    rt.exits.forget(ctr_id)
+
+
+def _make_workdir(rootfs: Path, cwd: str) -> None:
+    """Create a missing working dir inside the rootfs (never through a symlink out of it)."""
+    if cwd == "/":
+        return
+    target = resolve_in_root(rootfs, posixpath.normpath(cwd))
+    if not target.exists():
+        target.mkdir(mode=0o755, parents=True)

@@ -1,0 +1,75 @@
+"""What happens when conmon reports a container's exit: state, reason (OOMKilled when the
+kernel's OOM killer struck in its cgroup), and a STOPPED event."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from cri.api import api_pb2
+from cri.runtime.daemon import Runtime
+from cri.store.container import Container, ContainerState
+from sandbox.cgroups import pod_cgroup_dirs
+
+log = logging.getLogger(__name__)
+
+
+def oom_killed(rt: Runtime, ctr: Container) -> bool:
+    """conmon's ``oom`` marker, or the cgroup's own OOM-kill counter (the cgroup still exists:
+    runc removes it only on delete)."""
+    if (rt.oci.persist_dir(ctr.id) / "oom").exists():
+        return True
+    try:
+        dirs = pod_cgroup_dirs(ctr.meta.cgroup_path)
+    except Exception:  # a malformed path never blocks recording an exit
+        return False
+    for d in dirs:
+        for name, key in (("memory.oom_control", "oom_kill"), ("memory.events", "oom_kill")):
+            try:
+                text = (d / name).read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == key and parts[1] != "0":
+                    return True
+    return False
+
+
+def container_exited(rt: Runtime, ctr: Container, code: int, exited_at: datetime) -> None:
+    if ctr.status.state in (ContainerState.EXITED,):
+        return
+    st = ctr.status
+    st.exit_code = code
+    st.finished_at = int(exited_at.timestamp() * 1e9) or time.time_ns()
+    if st.started_at and st.finished_at < st.started_at:
+        st.finished_at = st.started_at
+    if oom_killed(rt, ctr):
+        st.reason = "OOMKilled"
+    else:
+        st.reason = "Completed" if code == 0 else "Error"
+    ctr.set_state(ContainerState.EXITED)
+    rt.containers.save(ctr)
+    log.info("container %s exited with %d (%s)", ctr.id, code, st.reason)
+    publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_STOPPED_EVENT)
+
+
+def publish(rt: Runtime, ctr: Container, kind: api_pb2.ContainerEventType.ValueType) -> None:
+    if not rt.events.subscribers:
+        return
+    from cri.runtime.container_status import status_message
+    from cri.runtime.sandbox_status import pod_sandbox_status
+
+    pod = rt.sandboxes.get(ctr.meta.pod_id)
+    event = api_pb2.ContainerEventResponse(
+        container_id=ctr.id, container_event_type=kind, created_at=time.time_ns(),
+        containers_statuses=[status_message(rt, c) for c in rt.containers.of_pod(ctr.meta.pod_id)],
+    )
+    # A removed container is gone from the store; its last status still goes out.
+    if all(s.id != ctr.id for s in event.containers_statuses):
+            event.containers_statuses.append(status_message(rt, ctr))
+    if pod is not None:
+        event.pod_sandbox_status.CopyFrom(pod_sandbox_status(rt, pod.id, False).status)
+    rt.events.publish(event)
+

@@ -1,0 +1,43 @@
+"""StartContainer: `runc start` on a CREATED container -> RUNNING."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from cri.api import api_pb2
+from cri.errors import DeadlineExceeded, FailedPrecondition, Internal
+from cri.runtime.container_exit import publish
+from cri.runtime.daemon import Runtime
+from cri.store.container import ContainerState
+from sandbox.oci.errors import OCIRuntimeError, OCITimeout
+
+log = logging.getLogger(__name__)
+
+
+async def start_container(rt: Runtime, ctr_id: str) -> None:
+    ctr = rt.containers.lookup(ctr_id)
+    async with rt.lock(ctr.id):
+        if ctr.status.state is not ContainerState.CREATED or ctr.status.started_at:
+            raise FailedPrecondition(
+                f"container {ctr.id} is {ctr.status.state.value}, not created: it cannot be "
+                "started (again)")
+        pod = rt.sandboxes.get(ctr.meta.pod_id)
+        if pod is None or not pod.ready:
+            raise FailedPrecondition(f"pod sandbox {ctr.meta.pod_id} of container {ctr.id} "
+                                     "is not ready")
+        # Set first: the process may exit (and conmon report it) before `runc start` returns.
+        ctr.status.started_at = time.time_ns()
+        try:
+            await rt.oci.start(ctr.id)
+        except OCITimeout as exc:
+            ctr.status.started_at = 0
+            raise DeadlineExceeded(f"container start timed out: {exc}") from exc
+        except OCIRuntimeError as exc:
+            ctr.status.started_at = 0
+            raise Internal(f"container start failed: {exc}") from exc
+        if ctr.status.state is ContainerState.CREATED:
+            ctr.set_state(ContainerState.RUNNING)
+        rt.containers.save(ctr)
+    log.info("container %s started", ctr.id)
+    publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_STARTED_EVENT)

@@ -1,0 +1,55 @@
+"""Container lifecycle events for GetContainerEvents (the kubelet's Evented PLEG).
+
+Publishing never waits: each subscriber has a bounded queue, and a subscriber that falls that
+far behind is cut off (its stream ends with RESOURCE_EXHAUSTED) rather than slowing the daemon
+or growing without bound. The kubelet then resubscribes and relists, which is exactly what its
+PLEG does when a stream breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from cri.api import api_pb2
+from cri.errors import ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 1024
+_OVERFLOW = object()
+
+
+class EventBus:
+    def __init__(self, limit: int = QUEUE_LIMIT) -> None:
+        self.limit = limit
+        self._subscribers: set[asyncio.Queue[object]] = set()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, event: api_pb2.ContainerEventResponse) -> None:
+        for q in list(self._subscribers):
+            if q.qsize() >= self.limit:
+                log.warning("container event subscriber is %d events behind; cutting it off",
+                            self.limit)
+                self._subscribers.discard(q)
+                q.put_nowait(_OVERFLOW)  # unbounded queue: the marker always fits
+                continue
+            q.put_nowait(event)
+
+    async def subscribe(self) -> AsyncIterator[api_pb2.ContainerEventResponse]:
+        q: asyncio.Queue[object] = asyncio.Queue()
+        self._subscribers.add(q)
+        try:
+            while True:
+                item = await q.get()
+                if item is _OVERFLOW:
+                    raise ResourceExhausted(
+                        f"container event stream fell {self.limit} events behind; resubscribe")
+                assert isinstance(item, api_pb2.ContainerEventResponse)
+                yield item
+        finally:
+            self._subscribers.discard(q)

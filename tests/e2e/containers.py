@@ -1,0 +1,139 @@
+"""Shared pieces of the container e2e tests: a runnable busybox image in a local registry, and
+small wrappers that read like what a kubelet does."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from cri.api import api_pb2
+from tests.e2e.helpers import Daemon, pod_config
+from tests.fixtures.images import Pushed, push_image, runnable_busybox_layers
+from tests.fixtures.registry import LocalRegistry
+
+IMAGE = "ctr.test/busybox:latest"
+
+
+def start_registry(daemon: Daemon) -> tuple[LocalRegistry, Pushed]:
+    reg = LocalRegistry(daemon.base / "ctr-registry")
+    reg.start()
+    pushed = push_image(reg, "ctr/busybox", "latest", runnable_busybox_layers(),
+                        cmd=["sh"])
+    daemon.registries_conf.write_text(
+        f'[[registry]]\nprefix = "ctr.test"\nlocation = "{reg.host}/ctr"\ninsecure = true\n')
+    return reg, pushed
+
+
+def pull(daemon: Daemon, image: str = IMAGE) -> str:
+    # registries.conf is reloaded on change; the first pull after writing it may race it.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            req = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image))
+            return daemon.image().PullImage(req, timeout=60).image_ref
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@dataclass
+class Pod:
+    daemon: Daemon
+    id: str
+    config: api_pb2.PodSandboxConfig
+    log_dir: Path
+    containers: list[str] = field(default_factory=list)
+
+    @property
+    def rt(self):  # noqa: ANN201 - a generated stub
+        return self.daemon.runtime()
+
+    def container_config(self, name: str, command: list[str] | None = None, **kw: object
+                         ) -> api_pb2.ContainerConfig:
+        cfg = api_pb2.ContainerConfig(
+            metadata=api_pb2.ContainerMetadata(name=name),
+            image=api_pb2.ImageSpec(image=IMAGE),
+            command=command or [],
+            log_path=f"{name}.log",
+            labels={"name": name},
+        )
+        for key, value in kw.items():
+            if key == "security":
+                cfg.linux.security_context.CopyFrom(value)  # type: ignore[arg-type]
+            elif key == "resources":
+                cfg.linux.resources.CopyFrom(value)  # type: ignore[arg-type]
+            elif hasattr(value, "CopyFrom"):
+                getattr(cfg, key).CopyFrom(value)
+            elif isinstance(value, list):
+                getattr(cfg, key).extend(value)
+            else:
+                setattr(cfg, key, value)
+        return cfg
+
+    def create(self, cfg: api_pb2.ContainerConfig) -> str:
+        ctr_id = self.rt.CreateContainer(api_pb2.CreateContainerRequest(
+            pod_sandbox_id=self.id, config=cfg, sandbox_config=self.config), timeout=60
+        ).container_id
+        self.containers.append(ctr_id)
+        return ctr_id
+
+    def run(self, name: str, command: list[str], **kw: object) -> str:
+        ctr_id = self.create(self.container_config(name, command, **kw))
+        self.rt.StartContainer(api_pb2.StartContainerRequest(container_id=ctr_id), timeout=60)
+        return ctr_id
+
+    def status(self, ctr_id: str, verbose: bool = False) -> api_pb2.ContainerStatusResponse:
+        return self.rt.ContainerStatus(
+            api_pb2.ContainerStatusRequest(container_id=ctr_id, verbose=verbose), timeout=10)
+
+    def wait_exit(self, ctr_id: str, timeout: float = 30) -> api_pb2.ContainerStatus:
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status(ctr_id).status
+            if st.state == api_pb2.ContainerState.CONTAINER_EXITED:
+                return st
+            if time.monotonic() > deadline:
+                raise AssertionError(f"container {ctr_id} did not exit: {st}")
+            time.sleep(0.05)
+
+    def exec(self, ctr_id: str, cmd: list[str], timeout: int = 10) -> api_pb2.ExecSyncResponse:
+        return self.rt.ExecSync(api_pb2.ExecSyncRequest(container_id=ctr_id, cmd=cmd,
+                                                        timeout=timeout), timeout=timeout + 30)
+
+    def log(self, ctr_id: str) -> str:
+        return Path(self.status(ctr_id).status.log_path).read_text()
+
+    def stop(self, ctr_id: str, timeout: int = 0) -> None:
+        self.rt.StopContainer(api_pb2.StopContainerRequest(container_id=ctr_id,
+                                                           timeout=timeout), timeout=60)
+
+    def remove_container(self, ctr_id: str) -> None:
+        self.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=ctr_id), timeout=60)
+
+
+def new_pod(daemon: Daemon, tmp: Path, **kw: object) -> Pod:
+    log_dir = tmp / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cfg = pod_config(log_directory=str(log_dir), **kw)
+    pod_id = daemon.runtime().RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg),
+                                            timeout=60).pod_sandbox_id
+    return Pod(daemon, pod_id, cfg, log_dir)
+
+
+def remove_pod(pod: Pod) -> None:
+    rt = pod.rt
+    rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+    rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+
+
+def pods(daemon: Daemon, tmp: Path, **kw: object) -> Iterator[Pod]:
+    pod = new_pod(daemon, tmp, **kw)
+    try:
+        yield pod
+    finally:
+        remove_pod(pod)
