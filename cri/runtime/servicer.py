@@ -14,6 +14,7 @@ import grpc
 from cri.api import api_pb2, api_pb2_grpc
 from cri.runtime import (
     container_create,
+    container_exec_sync,
     container_list,
     container_log_reopen,
     container_remove,
@@ -129,6 +130,11 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         items = container_list.list_containers(self.rt, f)
         for i in range(0, len(items), STREAM_BATCH):
             yield api_pb2.StreamContainersResponse(containers=items[i:i + STREAM_BATCH])
+
+    async def ExecSync(self, request: api_pb2.ExecSyncRequest, context: Ctx
+                       ) -> api_pb2.ExecSyncResponse:
+        return await container_exec_sync.exec_sync_rpc(self.rt, request.container_id,
+                                                       list(request.cmd), request.timeout)
 
     async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest, context: Ctx
                                  ) -> api_pb2.ReopenContainerLogResponse:

@@ -28,6 +28,7 @@ from sandbox.oci.errors import OCINotFound, OCINotRunning, OCIRuntimeError, OCIT
 from sandbox.oci.exits import ExitWatcher
 from sandbox.oci.runtime import OCIRuntime
 from sandbox.oci.spec import infra_spec, write_bundle
+from tests.unit.sandbox.oci.cgroup_cleanup import remove_cgroup_tree
 
 RUNC = shutil.which("runc")
 CONMON = shutil.which("conmon")
@@ -59,14 +60,6 @@ def proc_status(pid: int) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
 
 
-def remove_cgroup_tree(name: str) -> None:
-    for hierarchy in CGROUP_ROOT.iterdir():
-        top = hierarchy / name.lstrip("/")
-        if not top.is_dir():
-            continue
-        for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            with contextlib.suppress(OSError):
-                os.rmdir(dirpath)
 
 
 @dataclass

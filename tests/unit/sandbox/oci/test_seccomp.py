@@ -7,7 +7,6 @@ the same profile where it counts: inside a container started by runc.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import importlib.resources
 import json
@@ -45,6 +44,7 @@ from sandbox.oci.spec import (
     namespace,
     write_bundle,
 )
+from tests.unit.sandbox.oci.cgroup_cleanup import remove_cgroup_tree
 
 Profile = dict[str, Any]
 
@@ -582,16 +582,6 @@ real = pytest.mark.skipif(
 )
 
 
-def remove_cgroup_tree(name: str) -> None:
-    if not CGROUP_ROOT.is_dir():
-        return
-    for hierarchy in CGROUP_ROOT.iterdir():
-        top = hierarchy / name.lstrip("/")
-        if not top.is_dir():
-            continue
-        for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            with contextlib.suppress(OSError):
-                os.rmdir(dirpath)
 
 
 @dataclass
