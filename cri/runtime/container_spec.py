@@ -53,6 +53,7 @@ class SpecInputs:
     host_pid: bool
     image_mounts: Mapping[str, Path]  # container path -> the mounted image volume
     v1_host: bool
+    rro_supported: bool = True
 
 
 def command(config: api_pb2.ContainerConfig, image: ImageConfig) -> list[str]:
@@ -124,8 +125,8 @@ def _propagation_option(m: api_pb2.Mount) -> tuple[str, str | None]:
     raise InvalidArgument(f"mount {m.container_path}: unknown propagation {m.propagation}")
 
 
-def cri_mounts(mounts: Sequence[api_pb2.Mount], image_mounts: Mapping[str, Path]
-               ) -> tuple[list[Spec], str | None]:
+def cri_mounts(mounts: Sequence[api_pb2.Mount], image_mounts: Mapping[str, Path],
+               rro_supported: bool = True) -> tuple[list[Spec], str | None]:
     """Bind mounts for the CRI's mounts, and the rootfs propagation they need."""
     out: list[Spec] = []
     rootfs_prop: str | None = None
@@ -147,6 +148,9 @@ def cri_mounts(mounts: Sequence[api_pb2.Mount], image_mounts: Mapping[str, Path]
             if m.propagation != api_pb2.MountPropagation.PROPAGATION_PRIVATE:
                 raise InvalidArgument(f"mount {dest}: recursive read-only needs private "
                                       "propagation")
+            if not rro_supported:
+                raise InvalidArgument(f"mount {dest}: the OCI runtime does not support "
+                                      "recursive read-only mounts")
         host = os.path.realpath(m.host_path)  # a symlinked host path mounts its target
         if not os.path.exists(host):
             raise InvalidArgument(f"mount {dest}: host path {m.host_path} does not exist")
@@ -303,7 +307,7 @@ def container_spec(inp: SpecInputs) -> Spec:
     if ident.username:
         process["user"]["username"] = ident.username
 
-    mounts, rootfs_prop = cri_mounts(cfg.mounts, inp.image_mounts)
+    mounts, rootfs_prop = cri_mounts(cfg.mounts, inp.image_mounts, inp.rro_supported)
     taken = {posixpath.normpath(m["destination"]) for m in mounts}
     defaults = [m for m in _default_mounts(inp, privileged) if m["destination"] not in taken]
 

@@ -21,6 +21,7 @@ from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
 from sandbox.cgroups.stats import CpuRate
 from sandbox.oci.exits import ExitWatcher
+from sandbox.oci.runc import mount_options
 from sandbox.oci.runtime import OCIRuntime
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         # The previous CPU sample of each cgroup, for usage_nano_cores (dropped on removal).
         self.cpu_rates: dict[str, CpuRate] = {}
+        # What the OCI runtime supports (`runc features`), learnt at start-up.
+        self.mount_options: frozenset[str] = frozenset()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` detached from any RPC, keeping a reference until it is done."""
@@ -128,6 +131,7 @@ class Runtime:
 
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.mount_options = await mount_options(self.oci.runtime_path)
         await asyncio.to_thread(self.images.load)
         self.images.watch()
         await recover(self)

@@ -21,12 +21,14 @@ def status(rt: Runtime, verbose: bool) -> api_pb2.StatusResponse:
             message=net.message,
         ),
     ]
-    features = api_pb2.RuntimeHandlerFeatures(recursive_read_only_mounts=False,
-                                              user_namespaces=False)
+    # User namespaces stay off: runc 1.1 has no idmapped mounts to give a pod's files the
+    # mapped owners.
+    features = api_pb2.RuntimeHandlerFeatures(
+        recursive_read_only_mounts="rro" in rt.mount_options, user_namespaces=False)
     resp = api_pb2.StatusResponse(
         status=api_pb2.RuntimeStatus(conditions=conditions),
         runtime_handlers=[api_pb2.RuntimeHandler(name=h, features=features) for h in HANDLERS],
-        features=api_pb2.RuntimeFeatures(supplemental_groups_policy=False),
+        features=api_pb2.RuntimeFeatures(supplemental_groups_policy=True),
     )
     if verbose:
         resp.info["config"] = json.dumps({

@@ -80,3 +80,23 @@ async def run_runc(runtime_path: Path, root: Path, args: Sequence[str]) -> bytes
         message = error_message(stderr) or f"exit status {proc.returncode}"
         raise classify(f"runc {args[0] if args else ''}: {message}")
     return stdout
+
+
+async def mount_options(runtime_path: Path) -> frozenset[str]:
+    """The mount options this runc understands (`runc features`, runc >= 1.1); empty when it
+    cannot say, so optional features (such as "rro") are then reported unsupported."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(runtime_path), "features", stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=RUNTIME_ENV)
+        out, _ = await proc.communicate()
+    except OSError:
+        return frozenset()
+    if proc.returncode != 0:
+        return frozenset()
+    try:
+        features = json.loads(out)
+        options = features.get("mountOptions") or []
+    except (ValueError, AttributeError):
+        return frozenset()
+    return frozenset(o for o in options if isinstance(o, str))
