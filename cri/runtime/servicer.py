@@ -21,6 +21,7 @@ from cri.runtime import (
     container_start,
     container_status,
     container_stop,
+    container_update,
     runtime_config,
     runtime_status,
     sandbox_list,
@@ -135,6 +136,19 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                        ) -> api_pb2.ExecSyncResponse:
         return await container_exec_sync.exec_sync_rpc(self.rt, request.container_id,
                                                        list(request.cmd), request.timeout)
+
+    async def UpdateContainerResources(self, request: api_pb2.UpdateContainerResourcesRequest,
+                                       context: Ctx) -> api_pb2.UpdateContainerResourcesResponse:
+        await container_update.update_container_resources(self.rt, request.container_id,
+                                                          request.linux)
+        return api_pb2.UpdateContainerResourcesResponse()
+
+    async def UpdatePodSandboxResources(self, request: api_pb2.UpdatePodSandboxResourcesRequest,
+                                        context: Ctx
+                                        ) -> api_pb2.UpdatePodSandboxResourcesResponse:
+        await container_update.update_pod_sandbox_resources(self.rt, request.pod_sandbox_id,
+                                                            request.resources)
+        return api_pb2.UpdatePodSandboxResourcesResponse()
 
     async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest, context: Ctx
                                  ) -> api_pb2.ReopenContainerLogResponse:

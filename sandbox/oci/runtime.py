@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,16 @@ class OCIRuntime:
         args = ["kill", *(["--all"] if all_procs else []), ctr_id, str(int(sig))]
         await self._runc(*args)
 
+    async def update(self, ctr_id: str, resources: dict[str, Any], scratch: Path) -> None:
+        """``runc update`` with OCI ``linux.resources`` (applied to the live cgroup)."""
+        _check_id(ctr_id)
+        tmp = await asyncio.to_thread(_write_temp_json, scratch, f"update-{ctr_id[:12]}-",
+                                      resources)
+        try:
+            await self._runc("update", "--resources", tmp, ctr_id)
+        finally:
+            os.unlink(tmp)
+
     async def delete(self, ctr_id: str, force: bool = False) -> None:
         """Remove runc's state (and, with ``force``, kill a live container first).
 
@@ -227,6 +238,14 @@ class OCIRuntime:
         if not isinstance(state, dict):
             raise OCIRuntimeError(f"runc state {ctr_id}: not an object: {out[:200]!r}")
         return state
+
+
+def _write_temp_json(directory: Path, prefix: str, obj: object) -> str:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix)  # 0600
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f)
+    return tmp
 
 
 async def _read_line(fd: int) -> bytes:
