@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from cri.encoded import passthrough
 from cri.errors import CRIError
 
 log = logging.getLogger("pycri.rpc")
@@ -83,7 +84,7 @@ class CRIInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 unary,
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=passthrough(handler.response_serializer),
             )
         if handler.unary_stream is not None:
             inner_stream: Any = handler.unary_stream

@@ -22,6 +22,7 @@ from cri.runtime import (
     container_status,
     container_stop,
     container_update,
+    metrics,
     runtime_config,
     runtime_status,
     sandbox_list,
@@ -122,8 +123,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def ListContainers(self, request: api_pb2.ListContainersRequest, context: Ctx
                              ) -> api_pb2.ListContainersResponse:
         f = request.filter if request.HasField("filter") else None
-        return api_pb2.ListContainersResponse(
-            containers=container_list.list_containers(self.rt, f))
+        # Pre-encoded bytes (see cri/encoded.py); the interceptor sends them as they are.
+        return container_list.list_containers_encoded(self.rt, f)  # type: ignore[return-value]
 
     async def StreamContainers(self, request: api_pb2.StreamContainersRequest, context: Ctx
                                ) -> AsyncIterator[api_pb2.StreamContainersResponse]:
@@ -194,6 +195,25 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         for i in range(0, len(items), STREAM_BATCH):
             yield api_pb2.StreamPodSandboxStatsResponse(
                 pod_sandbox_stats=items[i:i + STREAM_BATCH])
+
+    # Metrics ------------------------------------------------------------------------------
+    async def ListMetricDescriptors(self, request: api_pb2.ListMetricDescriptorsRequest,
+                                    context: Ctx) -> api_pb2.ListMetricDescriptorsResponse:
+        return api_pb2.ListMetricDescriptorsResponse(
+            descriptors=metrics.list_metric_descriptors())
+
+    async def ListPodSandboxMetrics(self, request: api_pb2.ListPodSandboxMetricsRequest,
+                                    context: Ctx) -> api_pb2.ListPodSandboxMetricsResponse:
+        return api_pb2.ListPodSandboxMetricsResponse(
+            pod_metrics=await metrics.list_pod_sandbox_metrics(self.rt))
+
+    async def StreamPodSandboxMetrics(self, request: api_pb2.StreamPodSandboxMetricsRequest,
+                                      context: Ctx
+                                      ) -> AsyncIterator[api_pb2.StreamPodSandboxMetricsResponse]:
+        items = await metrics.list_pod_sandbox_metrics(self.rt)
+        for i in range(0, len(items), STREAM_BATCH):
+            yield api_pb2.StreamPodSandboxMetricsResponse(
+                pod_sandbox_metrics=items[i:i + STREAM_BATCH])
 
     async def GetContainerEvents(self, request: api_pb2.GetEventsRequest, context: Ctx
                                  ) -> AsyncIterator[api_pb2.ContainerEventResponse]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from cri.api import api_pb2
 from cri.errors import FailedPrecondition
 from cri.store.durable import make_private_dir, read_json, write_atomic, write_json
@@ -90,6 +92,8 @@ class Container:
     config: api_pb2.ContainerConfig
     status: ContainerStatus
     dir: Path
+    # This container's entry in a ListContainers reply, encoded; dropped on every save.
+    list_entry: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -155,6 +159,10 @@ class ContainerStore:
         write_atomic(ctr.dir / "config.pb", ctr.config.SerializeToString())
         write_json(ctr.dir / "meta.json", dataclasses.asdict(ctr.meta))
 
+    def update_meta(self, ctr: Container) -> None:
+        """Rewrite meta.json (the identity is only known once the rootfs is mounted)."""
+        write_json(ctr.dir / "meta.json", dataclasses.asdict(ctr.meta))
+
     def commit(self, ctr: Container) -> None:
         self.save(ctr)
         self._index(ctr)
@@ -165,6 +173,7 @@ class ContainerStore:
         self.ids.add(ctr.id)
 
     def save(self, ctr: Container) -> None:
+        ctr.list_entry = None
         status = dataclasses.asdict(ctr.status)
         status["state"] = ctr.status.state.value
         status["resources"] = ctr.status.resources.hex()
@@ -195,7 +204,7 @@ class ContainerStore:
                 raw_meta: dict[str, Any] = read_json(d / "meta.json")
                 meta = ContainerMeta(**raw_meta)
                 config = api_pb2.ContainerConfig.FromString((d / "config.pb").read_bytes())
-            except (OSError, ValueError, TypeError) as exc:
+            except (OSError, ValueError, TypeError, KeyError, DecodeError) as exc:
                 log.warning("discarding incomplete container state %s: %s", d, exc)
                 shutil.rmtree(d, ignore_errors=True)
                 continue
@@ -204,7 +213,7 @@ class ContainerStore:
                 raw["state"] = ContainerState(raw["state"])
                 raw["resources"] = bytes.fromhex(raw.get("resources", ""))
                 status = ContainerStatus(**raw)
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, TypeError, KeyError):
                 unfinished.append(Container(meta, config, ContainerStatus(), d))
                 continue
             ctr = Container(meta, config, status, d)
