@@ -200,7 +200,7 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
         ctr = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
                                       cgroup_path, stop_signal, ident, pid_mode,
                                       _image_mount_ids(rt, config)), config)
-        rt.containers.begin(ctr)
+        rt.containers.update_meta(ctr)
         await asyncio.to_thread(ocispec.write_bundle, ctr.bundle, spec)
         await asyncio.to_thread(log_path.parent.mkdir, mode=0o755, parents=True, exist_ok=True)
         undo.push_async_callback(_delete_runc, rt, ctr_id)
