@@ -13,7 +13,8 @@ __all__ = ["IfaceStats", "default_interface", "parse_net_dev", "read_net_dev"]
 
 # Column positions after "<name>:", fixed since Linux 2.x: eight receive counters (bytes packets
 # errs drop fifo frame compressed multicast) then eight transmit ones.
-_RX_BYTES, _RX_ERRS, _TX_BYTES, _TX_ERRS = 0, 2, 8, 10
+_RX_BYTES, _RX_PACKETS, _RX_ERRS, _RX_DROP = 0, 1, 2, 3
+_TX_BYTES, _TX_PACKETS, _TX_ERRS, _TX_DROP = 8, 9, 10, 11
 _COLUMNS = 16
 
 
@@ -24,6 +25,11 @@ class IfaceStats:
     rx_errors: int
     tx_bytes: int
     tx_errors: int
+    # Defaulted, so code that builds the first four counters alone keeps working.
+    rx_packets: int = 0
+    rx_dropped: int = 0
+    tx_packets: int = 0
+    tx_dropped: int = 0
 
 
 def parse_net_dev(text: str) -> dict[str, IfaceStats]:
@@ -47,6 +53,10 @@ def parse_net_dev(text: str) -> dict[str, IfaceStats]:
             rx_errors=numbers[_RX_ERRS],
             tx_bytes=numbers[_TX_BYTES],
             tx_errors=numbers[_TX_ERRS],
+            rx_packets=numbers[_RX_PACKETS],
+            rx_dropped=numbers[_RX_DROP],
+            tx_packets=numbers[_TX_PACKETS],
+            tx_dropped=numbers[_TX_DROP],
         )
     return out
 

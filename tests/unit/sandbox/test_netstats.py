@@ -15,7 +15,7 @@ Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:    3193      29    0    0    0     0          0         0     3193      29    0    0    0     0       0          0
   eth0: 167504252    4319    7    1    0     0          0         0   226973    2751    3    0    0     0       0          0
-  eth1:4294967296 12 0 0 0 0 0 0 18446744073709551615 1 5 0 0 0 0 0
+  eth1:4294967296 12 0 0 0 0 0 0 18446744073709551615 1 5 6 0 0 0 0
  bad0: 1 2 3
 """  # noqa: E501 (the kernel's layout, verbatim)
 
@@ -23,9 +23,12 @@ Inter-|   Receive                                                |  Transmit
 def test_parse_net_dev() -> None:
     stats = parse_net_dev(SAMPLE)
     assert stats == {
-        "lo": IfaceStats("lo", rx_bytes=3193, rx_errors=0, tx_bytes=3193, tx_errors=0),
-        "eth0": IfaceStats("eth0", rx_bytes=167504252, rx_errors=7, tx_bytes=226973, tx_errors=3),
-        "eth1": IfaceStats("eth1", rx_bytes=4294967296, rx_errors=0, tx_bytes=2**64 - 1, tx_errors=5),
+        "lo": IfaceStats("lo", rx_bytes=3193, rx_errors=0, tx_bytes=3193, tx_errors=0,
+                         rx_packets=29, rx_dropped=0, tx_packets=29, tx_dropped=0),
+        "eth0": IfaceStats("eth0", rx_bytes=167504252, rx_errors=7, tx_bytes=226973, tx_errors=3,
+                           rx_packets=4319, rx_dropped=1, tx_packets=2751, tx_dropped=0),
+        "eth1": IfaceStats("eth1", rx_bytes=4294967296, rx_errors=0, tx_bytes=2**64 - 1, tx_errors=5,
+                           rx_packets=12, rx_dropped=0, tx_packets=1, tx_dropped=6),
     }
     assert parse_net_dev("") == {}
 
