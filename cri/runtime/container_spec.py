@@ -36,8 +36,10 @@ PROFILE = api_pb2.SecurityProfile.ProfileType
 # Linux environment variable names are anything without "=" or NUL; the kubelet sends valid
 # C identifiers, but images carry names like "a.b" that runc accepts too.
 _ENV_NAME = re.compile(r"[^=\x00]+")
-# CVE-2024-21626: a cwd of /proc/self/fd/N reaches a file descriptor runc leaked from the host.
-_PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)(/task/\d+)?/fd(/|$)")
+# CVE-2024-21626: a cwd of /proc/self/fd/N reaches a file descriptor runc leaked from the host;
+# /proc/self/root/proc/self/fd/N and /proc/1/cwd/... reach it too. No process has a reason to
+# start in /proc, so all of it is refused.
+_PROC = re.compile(r"^/proc(/|$)")
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,11 @@ def working_dir(config: api_pb2.ContainerConfig, image: ImageConfig) -> str:
     cwd = config.working_dir or image.working_dir or "/"
     if not cwd.startswith("/"):
         raise InvalidArgument(f"working dir {cwd!r} is not an absolute path")
-    norm = posixpath.normpath(cwd)
-    if _PROC_FD.match(norm):
-        raise InvalidArgument(f"working dir {cwd!r} points into a process's fd table")
+    # normpath keeps a leading "//" (POSIX leaves it implementation-defined; Linux treats it
+    # as "/"), so it is collapsed first.
+    norm = "/" + posixpath.normpath(cwd).lstrip("/")
+    if _PROC.match(norm):
+        raise InvalidArgument(f"working dir {cwd!r} is inside /proc")
     return norm
 
 
@@ -137,6 +141,8 @@ def cri_mounts(mounts: Sequence[api_pb2.Mount], image_mounts: Mapping[str, Path]
         if m.HasField("image") and m.image.image:
             if not m.readonly:
                 raise InvalidArgument(f"image volume at {dest} must be read-only")
+            if dest not in image_mounts:
+                raise InvalidArgument(f"image volume at {dest} was not mounted")
             out.append(ocispec.bind_mount(image_mounts[dest], dest,
                                           ["ro", "nosuid", "nodev", "rprivate"]))
             continue

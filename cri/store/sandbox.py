@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from cri.api import api_pb2
 from cri.errors import FailedPrecondition
 from cri.store.durable import make_private_dir, read_json, write_atomic, write_json
@@ -143,7 +145,7 @@ class SandboxStore:
             try:
                 meta = SandboxMeta(**read_json(d / "meta.json"))
                 config = api_pb2.PodSandboxConfig.FromString((d / "config.pb").read_bytes())
-            except (OSError, ValueError, TypeError) as exc:
+            except (OSError, ValueError, TypeError, KeyError, DecodeError) as exc:
                 # Crashed before any resource was made: nothing to undo but the dir.
                 log.warning("discarding incomplete sandbox state %s: %s", d, exc)
                 shutil.rmtree(d, ignore_errors=True)
@@ -152,7 +154,7 @@ class SandboxStore:
                 raw: dict[str, Any] = read_json(d / "status.json")
                 raw["state"] = SandboxState(raw["state"])
                 status = SandboxStatus(**raw)
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, TypeError, KeyError):
                 unfinished.append(Sandbox(meta, config, SandboxStatus(SandboxState.NOTREADY)))
                 continue
             pod = Sandbox(meta=meta, config=config, status=status)

@@ -25,7 +25,7 @@ def parse_signal(text: str) -> int:
 
     Raises ValueError for anything else (including 0 and numbers above SIGRTMAX)."""
     raw = text.strip().upper()
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():
         num = int(raw)
         if 1 <= num <= SIGRTMAX:
             return num
@@ -37,7 +37,8 @@ def parse_signal(text: str) -> int:
     for base, number in (("RTMIN", SIGRTMIN), ("RTMAX", SIGRTMAX)):
         if name == base:
             return number
-        if name.startswith(base) and name[len(base)] in "+-" and name[len(base) + 1:].isdigit():
+        rest = name[len(base) + 1:]
+        if name.startswith(base) and name[len(base)] in "+-" and rest.isascii() and rest.isdigit():
             offset = int(name[len(base) + 1:])
             num = number + offset if name[len(base)] == "+" else number - offset
             if SIGRTMIN <= num <= SIGRTMAX:
