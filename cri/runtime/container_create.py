@@ -170,7 +170,7 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
         ident = Identity(uid=0, gid=0, additional_gids=(), username="", home="/")
         ctr = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
                                       cgroup_path, stop_signal, ident, pid_mode, {}), config)
-        rt.containers.begin(ctr)
+        await asyncio.to_thread(rt.containers.begin, ctr)  # fsyncs: off the event loop
         undo.callback(rt.containers.discard, ctr_id)
         rt.images.store.pin(rec.chain_ids)
         undo.callback(rt.images.store.unpin, rec.chain_ids)

@@ -89,7 +89,7 @@ async def _create(rt: Runtime, pod_id: str, name: str, config: api_pb2.PodSandbo
     pod = Sandbox(meta=meta, config=config, status=SandboxStatus(SandboxState.READY))
     async with contextlib.AsyncExitStack() as undo:
         undo.callback(rt.sandboxes.names.release, name)
-        rt.sandboxes.begin(pod)  # recovery can tear down from here on
+        await asyncio.to_thread(rt.sandboxes.begin, pod)  # recovery can tear down from here on
         undo.callback(rt.sandboxes.discard, pod_id)
         run_dir.mkdir(mode=0o700, parents=True)
         undo.callback(shutil.rmtree, run_dir, True)

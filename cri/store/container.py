@@ -161,7 +161,8 @@ class ContainerStore:
 
     def update_meta(self, ctr: Container) -> None:
         """Rewrite meta.json (the identity is only known once the rootfs is mounted)."""
-        write_json(ctr.dir / "meta.json", dataclasses.asdict(ctr.meta))
+        # Not durable: the first meta.json (begin) already records what to clean up.
+        write_json(ctr.dir / "meta.json", dataclasses.asdict(ctr.meta), durable=False)
 
     def commit(self, ctr: Container) -> None:
         self.save(ctr)
@@ -177,7 +178,7 @@ class ContainerStore:
         status = dataclasses.asdict(ctr.status)
         status["state"] = ctr.status.state.value
         status["resources"] = ctr.status.resources.hex()
-        write_json(ctr.dir / "status.json", status)
+        write_json(ctr.dir / "status.json", status, durable=False)
 
     def delete(self, ctr: Container) -> None:
         shutil.rmtree(ctr.dir, ignore_errors=True)

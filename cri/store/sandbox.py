@@ -126,7 +126,7 @@ class SandboxStore:
     def save(self, pod: Sandbox) -> None:
         status = dataclasses.asdict(pod.status)
         status["state"] = pod.status.state.value
-        write_json(self.dir / pod.id / "status.json", status)
+        write_json(self.dir / pod.id / "status.json", status, durable=False)
 
     def delete(self, pod: Sandbox) -> None:
         shutil.rmtree(self.dir / pod.id, ignore_errors=True)
