@@ -63,6 +63,9 @@ class RuntimeConfig:
         "/usr/bin/catatonit", "Static init bind-mounted as the built-in pause process (-P)."
     )
     runtime_timeout: float = _opt(60.0, "Seconds a runc or conmon step may take before it is killed.")
+    pids_limit: int = _opt(
+        0, "Most processes (and threads) one container may have; 0 leaves it to the pod cgroup."
+    )
 
 
 @dataclass
@@ -205,6 +208,8 @@ def validate(cfg: PycriConfig) -> None:
     for key in ("runtime_timeout",):
         if getattr(cfg.runtime, key) <= 0:
             raise ConfigError(f"pycri.runtime.{key}: must be positive")
+    if cfg.runtime.pids_limit < 0:
+        raise ConfigError("pycri.runtime.pids_limit: must not be negative (0 = no limit)")
     if cfg.network.plugin_timeout <= 0:
         raise ConfigError("pycri.network.plugin_timeout: must be positive")
     if not cfg.network.plugin_dirs:

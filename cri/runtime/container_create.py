@@ -194,7 +194,7 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             ctr_id=ctr_id, pod=pod, config=config, image=image_cfg, identity=ident,
             rootfs=ctr.rootfs, cgroup_path=cgroup_path, pid_ns_path=pid_ns_path,
             host_pid=host_pid, image_mounts=image_mounts, v1_host=container_spec.v1_host(),
-            rro_supported="rro" in rt.mount_options,
+            rro_supported="rro" in rt.mount_options, pids_limit=rt.config.runtime.pids_limit,
         ))
         await asyncio.to_thread(_make_workdir, ctr.rootfs, spec["process"]["cwd"])
         ctr = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,

@@ -56,6 +56,7 @@ class SpecInputs:
     image_mounts: Mapping[str, Path]  # container path -> the mounted image volume
     v1_host: bool
     rro_supported: bool = True
+    pids_limit: int = 0  # 0: none of the container's own (the pod cgroup may have one)
 
 
 def command(config: api_pb2.ContainerConfig, image: ImageConfig) -> list[str]:
@@ -334,6 +335,8 @@ def container_spec(inp: SpecInputs) -> Spec:
         devices = [x for x in devices if x["path"] != d.container_path] + [entry]
         rules.append(cgroup_rule(entry, perms))
     res["devices"] = rules
+    if inp.pids_limit > 0:
+        res["pids"] = {"limit": inp.pids_limit}
 
     linux: Spec = {
         "namespaces": _namespaces(inp),

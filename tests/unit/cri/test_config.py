@@ -52,6 +52,7 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.runtime]\ncgroup_driver = "systemd"\n', "pycri.runtime.cgroup_driver"),
         ('[pycri.network]\nplugin_dirs = "/x"\n', "pycri.network.plugin_dirs"),
         ('[pycri.runtime]\ndefault_sysctls = ["novalue"]\n', "pycri.runtime.default_sysctls"),
+        ('[pycri.runtime]\npids_limit = -1\n', "pycri.runtime.pids_limit"),
         ('[other]\nx = 1\n', "other"),
     ],
 )

@@ -593,3 +593,10 @@ def test_spec_bad_inputs_are_refused_before_anything_else(run_dir: Path) -> None
             container_spec(inputs(run_dir, config))
     with pytest.raises(InvalidArgument, match="no command"):
         container_spec(inputs(run_dir, cfg(), image=ImageConfig()))
+
+
+def test_pids_limit_only_when_configured(run_dir: Path) -> None:
+    config = api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name="c"))
+    assert "pids" not in container_spec(inputs(run_dir, config))["linux"]["resources"]
+    spec = container_spec(inputs(run_dir, config, pids_limit=1024))
+    assert spec["linux"]["resources"]["pids"] == {"limit": 1024}
