@@ -176,11 +176,8 @@ def cri_mounts(mounts: Sequence[api_pb2.Mount], image_mounts: Mapping[str, Path]
 def _default_mounts(inp: SpecInputs, privileged: bool) -> list[Spec]:
     pod = inp.pod
     host_ipc = not pod.meta.shm_path
-    mounts = ocispec.base_mounts(private_mqueue=not host_ipc)
-    if privileged:  # sysfs writable, as with a privileged container in CRI-O and containerd
-        for m in mounts:
-            if m["destination"] == "/sys":
-                m["options"] = [o for o in m["options"] if o != "ro"]
+    # sysfs writable for a privileged container, as in CRI-O and containerd.
+    mounts = ocispec.base_mounts(private_mqueue=not host_ipc, sys_writable=privileged)
     cg_opts = ["nosuid", "noexec", "nodev", "relatime", "rw" if privileged else "ro"]
     mounts.append(ocispec.mount("/sys/fs/cgroup", "cgroup", "cgroup", cg_opts))
     mounts.append(ocispec.shm_mount(shm_path=Path(pod.meta.shm_path) if pod.meta.shm_path

@@ -53,6 +53,7 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
         cgroups_path=cgroups.container_cgroup_path(meta.cgroup_parent, meta.infra_id),
         sysctls=plan.sysctls,
         oom_score_adj=clamp_oom_score_adj(INFRA_OOM_SCORE_ADJ),
+        privileged=pod.config.linux.security_context.privileged,
         annotations={"io.kubernetes.cri.sandbox-id": meta.id,
                      "io.kubernetes.cri.container-type": "sandbox"},
     )

@@ -111,11 +111,12 @@ def no_capabilities() -> Spec:
     return {name: [] for name in _CAPABILITY_SETS}
 
 
-def base_mounts(*, private_mqueue: bool) -> list[Spec]:
+def base_mounts(*, private_mqueue: bool, sys_writable: bool = False) -> list[Spec]:
     """/proc, /dev, /dev/pts, /dev/mqueue and /sys, as `runc spec` writes them.
 
     /dev/mqueue is only mounted for a private IPC namespace: an mqueue mount shows the
-    messages queues of the IPC namespace it is made in.
+    messages queues of the IPC namespace it is made in. /sys is read-only unless
+    ``sys_writable`` (privileged containers).
     """
     mounts = [
         mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
@@ -127,7 +128,8 @@ def base_mounts(*, private_mqueue: bool) -> list[Spec]:
     ]
     if private_mqueue:
         mounts.append(mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]))
-    mounts.append(mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]))
+    sys_opts = ["nosuid", "noexec", "nodev", *([] if sys_writable else ["ro"])]
+    mounts.append(mount("/sys", "sysfs", "sysfs", sys_opts))
     return mounts
 
 
@@ -157,6 +159,7 @@ def infra_spec(
     oom_score_adj: int | None = None,
     annotations: Mapping[str, str] | None = None,
     memory_limit: int | None = None,
+    privileged: bool = False,
 ) -> Spec:
     """The spec of a pod's infra (pause) container.
 
@@ -167,6 +170,9 @@ def infra_spec(
     whether the other containers join it, which is their spec's business. It only matters
     here to refuse the contradiction of sharing a pod pid namespace on the host's.
     ``sysctls`` and ``oom_score_adj`` must already be validated and clamped by the caller.
+    ``privileged`` mounts /sys read-write: sysfs has one superblock per network namespace, and
+    the infra's mount is the pod's first, so a read-only one would make /sys read-only in the
+    pod's privileged containers too (their own mounts never carry "ro").
     """
     if host_pid and share_pid:
         raise ValueError("share_pid (pid mode POD) contradicts host_pid (pid mode NODE)")
@@ -196,7 +202,7 @@ def infra_spec(
     if oom_score_adj is not None:
         process["oomScoreAdj"] = oom_score_adj
 
-    mounts = base_mounts(private_mqueue=not host_ipc)
+    mounts = base_mounts(private_mqueue=not host_ipc, sys_writable=privileged)
     mounts.append(shm_mount(shm_path=shm_path, host_ipc=host_ipc))
     if pause_binary is not None:  # None: the rootfs is a pause image that brings its own
         mounts.append(bind_mount(pause_binary, PAUSE_PATH_IN_CONTAINER, ["ro", "nosuid", "nodev"]))

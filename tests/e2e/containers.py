@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from cri.api import api_pb2
+from cri.api import api_pb2, api_pb2_grpc
 from tests.e2e.helpers import Daemon, pod_config
 from tests.fixtures.images import Pushed, push_image, runnable_busybox_layers
 from tests.fixtures.registry import LocalRegistry
@@ -50,7 +50,7 @@ class Pod:
     containers: list[str] = field(default_factory=list)
 
     @property
-    def rt(self):  # noqa: ANN201 - a generated stub
+    def rt(self) -> api_pb2_grpc.RuntimeServiceStub:
         return self.daemon.runtime()
 
     def container_config(self, name: str, command: list[str] | None = None, **kw: object
@@ -137,3 +137,121 @@ def pods(daemon: Daemon, tmp: Path, **kw: object) -> Iterator[Pod]:
         yield pod
     finally:
         remove_pod(pod)
+
+
+# --- helpers of the security and mount e2e tests ---------------------------------------------
+
+
+def start_pod(daemon: Daemon, tmp: Path, cfg: api_pb2.PodSandboxConfig) -> Pod:
+    """``new_pod`` for a config the test built itself: nested fields (linux.security_context,
+    dns_config) are not settable through ``pod_config`` keywords."""
+    log_dir = tmp / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cfg.log_directory = str(log_dir)
+    pod_id = daemon.runtime().RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg),
+                                            timeout=60).pod_sandbox_id
+    return Pod(daemon, pod_id, cfg, log_dir)
+
+
+def privileged_pod_config() -> api_pb2.PodSandboxConfig:
+    cfg = pod_config()
+    cfg.linux.security_context.privileged = True
+    return cfg
+
+
+def exec_ok(pod: Pod, ctr_id: str, cmd: list[str]) -> str:
+    """stdout of ``cmd`` run with ExecSync, which must exit 0."""
+    res = pod.exec(ctr_id, cmd)
+    assert res.exit_code == 0, f"{cmd}: exit {res.exit_code}, stdout {res.stdout!r}, " \
+                               f"stderr {res.stderr!r}"
+    return res.stdout.decode()
+
+
+def proc_status(pod: Pod, ctr_id: str, pid: str = "self") -> dict[str, str]:
+    """/proc/<pid>/status as the container sees it (``self``: the exec'd ``cat`` itself)."""
+    out = exec_ok(pod, ctr_id, ["cat", f"/proc/{pid}/status"])
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+
+
+def daemon_leftovers(daemon: Daemon) -> tuple[int, frozenset[str], int]:
+    """What a refused CreateContainer must not change: the containers ListContainers shows, the
+    container state dirs on disk, and the mounts under the daemon's root."""
+    listed = len(daemon.runtime().ListContainers(api_pb2.ListContainersRequest(),
+                                                 timeout=10).containers)
+    ctr_dir = daemon.root / "containers"
+    dirs = frozenset(p.name for p in ctr_dir.iterdir()) if ctr_dir.exists() else frozenset()
+    mounts = sum(str(daemon.root) in line
+                 for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    return listed, dirs, mounts
+
+
+def create_refused(pod: Pod, cfg: api_pb2.ContainerConfig) -> grpc.RpcError:
+    """CreateContainer of ``cfg`` fails and leaves nothing behind; returns the error."""
+    before = daemon_leftovers(pod.daemon)
+    try:
+        ctr_id = pod.create(cfg)
+    except grpc.RpcError as exc:
+        err = exc
+    else:
+        raise AssertionError(f"CreateContainer of {cfg.metadata.name!r} succeeded as {ctr_id}")
+    assert daemon_leftovers(pod.daemon) == before
+    return err
+
+
+def push_configured_image(reg: LocalRegistry, name: str, layers: list[bytes],
+                          config: dict[str, object]) -> str:
+    """Push ``layers`` with an image config of the test's choosing (Env, User, WorkingDir...,
+    which ``push_image`` fixes) as ``ctr/<name>:latest``; returns the name to pull it by."""
+    import gzip
+    import hashlib
+    import json
+
+    from cri.image import manifest as m
+
+    repo = f"ctr/{name}"
+    blobs, diff_ids = [], []
+    for raw in layers:
+        gz = gzip.compress(raw, mtime=0)
+        blobs.append({"mediaType": m.OCI_LAYER_GZIP, "digest": reg.push_blob(repo, gz),
+                      "size": len(gz)})
+        diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+    body = json.dumps({"architecture": "amd64", "os": "linux",
+                       "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], **config},
+                       "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    reg.push_manifest(repo, "latest", {
+        "schemaVersion": 2, "mediaType": m.OCI_MANIFEST,
+        "config": {"mediaType": m.OCI_CONFIG, "digest": reg.push_blob(repo, body),
+                   "size": len(body)},
+        "layers": blobs})
+    return f"ctr.test/{name}:latest"
+
+
+# --- helpers of the container runtime and restart e2e tests ----------------------------------
+
+
+def container_pid(pod: Pod, ctr_id: str) -> int:
+    """The container's init pid on the host, from ContainerStatus verbose info."""
+    import json
+
+    return int(json.loads(pod.status(ctr_id, verbose=True).info["info"])["pid"])
+
+
+def conmon_pids(ctr_id: str) -> list[int]:
+    """Host pids of the conmon monitoring ``ctr_id`` (its argv has ``-c <id>``)."""
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-f", f"conmon .*-c {ctr_id}"], capture_output=True,
+                         text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def wait_for_log(pod: Pod, ctr_id: str, text: str, timeout: float = 30) -> str:
+    """The container's log once it contains ``text`` (AssertionError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = pod.log(ctr_id)
+        if text in log:
+            return log
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not in the log of {ctr_id}: {log[-2000:]!r}")
+        time.sleep(0.05)

@@ -215,3 +215,17 @@ def test_write_bundle_leaves_an_absolute_root_alone(tmp_path: Path) -> None:
     write_bundle(tmp_path / "b", spec)
     assert not (tmp_path / "elsewhere").exists()
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["config.json"]
+
+
+def test_privileged_infra_mounts_sysfs_writable() -> None:
+    """sysfs has one superblock per netns: a read-only infra mount would make /sys read-only for
+    the pod's privileged containers too."""
+    def sys_opts(spec: dict[str, object]) -> list[str]:
+        mounts = spec["mounts"]
+        assert isinstance(mounts, list)
+        return next(m["options"] for m in mounts if m["destination"] == "/sys")
+
+    kw = dict(hostname="h", netns_path=None, host_ipc=False, host_pid=False, share_pid=False,
+              cgroups_path="/p/c")
+    assert "ro" in sys_opts(infra_spec(**kw))  # type: ignore[arg-type]
+    assert "ro" not in sys_opts(infra_spec(**kw, privileged=True))  # type: ignore[arg-type]
