@@ -114,7 +114,8 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pycri exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                self.runtime().Version(api_pb2.VersionRequest(), timeout=2)
+                # ListPodSandbox, not Version: it answers only once recovery has finished.
+                self.runtime().ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=2)
                 return
             except grpc.RpcError:
                 time.sleep(0.05)

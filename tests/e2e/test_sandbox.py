@@ -227,9 +227,9 @@ def test_invalid_requests(rt) -> None:
                              timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
     with pytest.raises(grpc.RpcError) as err:
-        rt.ListContainers(api_pb2.ListContainersRequest(), timeout=5)
+        rt.CheckpointContainer(api_pb2.CheckpointContainerRequest(container_id="x"), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "ListContainers" in (err.value.details() or "")
+    assert "CheckpointContainer" in (err.value.details() or "")
 
 
 def test_host_network_pod(daemon: Daemon, rt) -> None:
