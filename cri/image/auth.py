@@ -172,6 +172,17 @@ def scope_for(repository: str) -> str:
     return f"repository:{repository}:pull"
 
 
+def credentials_in_clear(challenge: Challenge, creds: Credentials) -> bool:
+    """Whether asking ``challenge``'s realm for a token with ``creds`` would send a secret (the
+    Basic password or the refresh token) over plain HTTP. The realm is whatever the registry's
+    challenge names - any host, any scheme - so a registry reached over TLS could otherwise
+    have the password sent in clear, readable by anyone on the path to that host."""
+    if urlsplit(challenge.params.get("realm", "")).scheme != "http":  # urlsplit lowercases it
+        return False
+    c = creds.resolved()
+    return bool(c.username or c.identity_token)
+
+
 def static_bearer(creds: Credentials) -> str | None:
     """``Bearer <registry_token>`` when the caller holds a registry token: it is sent as is, with
     no request to the token server (token_request refuses such credentials)."""

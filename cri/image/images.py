@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, TypeVar, cast
 
 from cri.errors import (
     DeadlineExceeded,
@@ -42,7 +44,7 @@ from cri.image.registry import (
 )
 from cri.image.shared import SharedTasks
 from cri.image.store import ImageRecord, ImageStore, chain_ids
-from cri.image.unpack import UnsafeLayer, unpack_layer
+from cri.image.unpack import LayerStats, LayerTooLarge, UnsafeLayer, unpack_image_layer
 from sandbox.oci.inotify import IN_MOVED_TO, Inotify
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,49 @@ log = logging.getLogger(__name__)
 LAYER_PARALLELISM = 3
 BLOB_ATTEMPTS = 3
 PROGRESS_EVERY = 5.0  # seconds between progress lines of a large download
+
+_T = TypeVar("_T")
+
+
+class _Stopped(Exception):
+    """Raised inside an unpack thread whose pull was cancelled (never seen by callers)."""
+
+
+class _StoppableFile:
+    """A layer blob that fails its next read once ``stop`` is set: a thread cannot be
+    cancelled, but an unpack reads its blob at least every megabyte, so it ends soon."""
+
+    def __init__(self, raw: BinaryIO, stop: threading.Event) -> None:
+        self.raw = raw
+        self.stop = stop
+
+    def read(self, n: int = -1) -> bytes:
+        if self.stop.is_set():
+            raise _Stopped("pull cancelled")
+        return self.raw.read(n)
+
+
+async def _in_thread(fn: Callable[[], _T], stop: threading.Event | None = None) -> _T:
+    """``fn()`` in a worker thread. If the caller is cancelled, ``stop`` is set and the thread
+    waited for before the cancellation goes on: the caller's cleanup (removing its tmp dir)
+    must not run while the thread still writes there, or while a commit moves a half-removed
+    tree into the store."""
+    job = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        if stop is not None:
+            stop.set()
+        await asyncio.wait({job})
+        if not job.cancelled():
+            job.exception()  # retrieved: the cancellation is what the caller reports
+        raise
+
+
+def foreign_layer_message(desc: mf.Descriptor, image: str) -> str:
+    where = ", ".join(desc.urls) or "the URLs its manifest should list (it lists none)"
+    return (f"foreign layer {desc.digest} of {image} must be fetched from {where}; pycri does "
+            "not download foreign layers")
 
 
 class Images:
@@ -206,16 +251,19 @@ class Images:
                 raise mf.ManifestError(f"image config is {parsed.config.size} bytes, over the cap")
             config = await self._small_blob(ep, parsed.config, creds)
             cfg = mf.parse_image_config(config)
-            layers = [d for d in parsed.layers if d.media_type in mf.LAYER_TYPES]
+            # Foreign layers are image layers too (they have diff_ids); they are pulled from
+            # the registry when it has them, see _check_foreign.
+            layers = [d for d in parsed.layers if d.media_type in mf.LAYER_TYPES or d.foreign]
             if len(layers) != len(cfg.diff_ids):
                 raise mf.ManifestError(f"{len(layers)} layers but {len(cfg.diff_ids)} diff_ids")
+            chain = chain_ids(cfg.diff_ids)
+            await self._check_foreign(ep, cand, layers, chain, creds)
         except mf.ManifestError as exc:
             raise Internal(f"pulling {cand}: {exc}") from exc
         except RegistryNotFound as exc:
             raise NotFound(f"pulling {cand}: {exc}") from exc
         except (RegistryUnavailable, RegistryAuthError) as exc:
             raise Unavailable(f"pulling {cand}: {exc}") from exc
-        chain = chain_ids(cfg.diff_ids)
         self.store.pin(chain)
         try:
             # A TaskGroup, not gather: when one layer fails the others are cancelled and
@@ -224,7 +272,8 @@ class Images:
                 async with asyncio.TaskGroup() as tg:
                     for i, layer in enumerate(layers):
                         if not self.store.has_layer(chain[i]):
-                            tg.create_task(self._layer(ep, layer, chain[i], cfg.diff_ids[i], creds))
+                            tg.create_task(self._layer(ep, layer, chain[i], cfg.diff_ids[i], creds,
+                                                       str(cand)))
             except BaseExceptionGroup as group:
                 raise group.exceptions[0] from None
             size = sum(self.store.layer_size(c) for c in chain)  # measured at commit
@@ -257,6 +306,29 @@ class Images:
             rec.repo_digests.append(digest_ref)
         return rec
 
+    async def _check_foreign(self, ep: Endpoint, cand: Reference, layers: list[mf.Descriptor],
+                             chain: list[str], creds: Credentials) -> None:
+        """Fail before any download when a foreign layer is missing from the registry.
+
+        A foreign (non-distributable) layer names URLs to fetch it from, but registries and
+        mirrors often hold it anyway: it is then pulled like any other. pycri never fetches
+        from a manifest's URLs (that would send the node to any host an image names), so a
+        missing one ends the pull with a message that says so rather than a bare 404."""
+        for desc, chain_id in zip(layers, chain, strict=True):
+            if not desc.foreign or self.store.has_layer(chain_id):
+                continue
+            try:
+                present = await self.client.blob_exists(ep, desc.digest, creds)
+            except (RegistryUnavailable, RegistryAuthError):
+                raise
+            except RegistryError as exc:
+                # An answer that is neither yes nor no (a redirect to storage refusing HEAD,
+                # an odd status): the download asks again and reports what it gets.
+                log.info("pulling %s: checking foreign layer %s: %s", cand, desc.digest, exc)
+                continue
+            if not present:
+                raise FailedPrecondition(foreign_layer_message(desc, str(cand)))
+
     async def _small_blob(self, ep: Endpoint, desc: mf.Descriptor, creds: Credentials) -> bytes:
         verifier = mf.DigestVerifier(desc.digest, desc.size)
         data = bytearray()
@@ -267,35 +339,50 @@ class Images:
         return bytes(data)
 
     async def _layer(self, ep: Endpoint, desc: mf.Descriptor, chain_id: str, diff_id: str,
-                     creds: Credentials) -> None:
+                     creds: Credentials, image: str) -> None:
+        # Shared by chain id: a pull of another image that needs this layer waits for this
+        # job, whose errors name the image of the pull that started it.
         await self._layer_jobs.run(
-            chain_id, lambda: self._fetch_layer(ep, desc, chain_id, diff_id, creds))
+            chain_id, lambda: self._fetch_layer(ep, desc, chain_id, diff_id, creds, image))
 
     async def _fetch_layer(self, ep: Endpoint, desc: mf.Descriptor, chain_id: str, diff_id: str,
-                           creds: Credentials) -> None:
+                           creds: Credentials, image: str) -> None:
         tmp = self.store.new_tmp()
         try:
             blob = tmp / "blob"
             async with self._downloads:
-                await self._download(ep, desc, blob, creds)
+                await self._download(ep, desc, blob, creds, image)
             unpacked = tmp / "diff"
             unpacked.mkdir(mode=0o755)
             try:
-                with blob.open("rb") as f:
-                    stats = await asyncio.to_thread(unpack_layer, f, unpacked,
-                                                    media_type=desc.media_type)
+                stats = await self._unpack(blob, unpacked, desc.media_type)
+            except LayerTooLarge as exc:
+                raise InvalidArgument(f"layer {desc.digest} of {image} is too large to "
+                                      f"unpack: {exc}") from exc
             except UnsafeLayer as exc:
                 raise FailedPrecondition(f"layer {desc.digest} refused: {exc}") from exc
             if stats.diff_id != diff_id:
                 raise Internal(f"layer {desc.digest} unpacks to {stats.diff_id}, "
                                f"but the image config says {diff_id}")
             blob.unlink()
-            await asyncio.to_thread(self.store.commit_layer, chain_id, unpacked)
+            await _in_thread(lambda: self.store.commit_layer(chain_id, unpacked))
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
 
+    @staticmethod
+    async def _unpack(blob: Path, dest: Path, media_type: str) -> LayerStats:
+        stop = threading.Event()
+
+        def work() -> LayerStats:
+            with blob.open("rb") as f:
+                # The wrapper has the one method the unpacker calls on its stream.
+                stream = cast(BinaryIO, _StoppableFile(f, stop))
+                return unpack_image_layer(stream, dest, media_type=media_type)
+
+        return await _in_thread(work, stop)
+
     async def _download(self, ep: Endpoint, desc: mf.Descriptor, dest: Path,
-                        creds: Credentials) -> None:
+                        creds: Credentials, image: str) -> None:
         for attempt in range(1, BLOB_ATTEMPTS + 1):
             verifier = mf.DigestVerifier(desc.digest, desc.size)
             last_log = time.monotonic()
@@ -319,4 +406,6 @@ class Images:
             except mf.DigestMismatch as exc:
                 raise Internal(f"layer {desc.digest}: {exc}") from exc
             except RegistryNotFound as exc:
+                if desc.foreign:
+                    raise FailedPrecondition(foreign_layer_message(desc, image)) from exc
                 raise NotFound(f"layer {desc.digest}: {exc}") from exc

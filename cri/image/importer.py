@@ -21,7 +21,7 @@ from typing import Any
 from cri.image import manifest as mf
 from cri.image.reference import InvalidReference, parse
 from cri.image.store import ImageRecord, ImageStore, chain_ids
-from cri.image.unpack import unpack_layer
+from cri.image.unpack import UnsafeLayer, unpack_image_layer
 
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 
@@ -61,6 +61,15 @@ def _verified(path: Path, digest: str, limit: int | None = None) -> bytes:
     return data
 
 
+def _verify_layer(path: Path, desc: mf.Descriptor) -> None:
+    """Size and digest of a layer blob, read in pieces (layers can be gigabytes)."""
+    verifier = mf.DigestVerifier(desc.digest, desc.size)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            verifier.update(chunk)
+    verifier.finish()
+
+
 def _tag(name: str) -> str:
     try:
         return str(parse(name).normalize())
@@ -85,7 +94,11 @@ def _images_oci(root: Path) -> list[tuple[list[str], bytes, list[tuple[Path, str
         layers = []
         for ly in parsed.layers:
             path = _blob(root, ly.digest)
-            _verified(path, ly.digest)
+            if ly.foreign and not path.exists():
+                # Layouts may leave non-distributable layers out; they are not fetched here.
+                raise ImportError_(f"foreign layer {ly.digest} is not in the archive; pycri "
+                                   "does not download foreign layers")
+            _verify_layer(path, ly)
             layers.append((path, ly.media_type))
         # ref.name is a full reference in most tools' output, or only a tag (which needs a
         # name from --tag); a bare word is taken as the latter.
@@ -141,7 +154,10 @@ def import_images(store: ImageStore, path: Path, extra_tag: str = "") -> list[Im
                     try:
                         (tmp / "diff").mkdir()
                         with layer_path.open("rb") as f:
-                            stats = unpack_layer(f, tmp / "diff", media_type=media_type)
+                            try:
+                                stats = unpack_image_layer(f, tmp / "diff", media_type=media_type)
+                            except UnsafeLayer as exc:  # LayerTooLarge among them
+                                raise ImportError_(f"layer {layer_path.name}: {exc}") from exc
                         if stats.diff_id != diff_id:
                             raise ImportError_(f"layer {layer_path.name} unpacks to "
                                                f"{stats.diff_id}, the config says {diff_id}")

@@ -27,8 +27,9 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 # Foreign / non-distributable layers: blobs the registry may not hold, to be fetched from the
-# descriptor's urls (Windows base layers). Not unpacked on Linux: a manifest listing one fails
-# the layer count against diff_ids rather than silently pulling from arbitrary URLs.
+# descriptor's urls (Windows base layers). Pulled from the registry like other layers when it
+# has them; never from the urls (a manifest could send the node to any host), so a pull stops
+# with an error naming them when the registry does not.
 DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 OCI_LAYER_NONDIST_TAR = "application/vnd.oci.image.layer.nondistributable.v1.tar"
 OCI_LAYER_NONDIST_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"

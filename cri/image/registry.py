@@ -36,6 +36,11 @@ class RegistryUnavailable(RegistryError):
     pass
 
 
+def _withheld(realm: str, ep: Endpoint) -> str:
+    return (f"refusing to send credentials to {realm} over plain HTTP (registry {ep.host} is "
+            "not marked insecure in registries.conf)")
+
+
 @dataclass(frozen=True)
 class FetchedManifest:
     body: bytes
@@ -95,18 +100,24 @@ class RegistryClient:
             return resp
         await resp.aclose()
         challenges = auth.parse_challenges(resp.headers.get("www-authenticate", ""))
-        header = await self._answer(client, challenges, scope, creds)
+        header, withheld = await self._answer(client, ep, challenges, scope, creds)
         if header is None:
             raise RegistryAuthError(f"{ep.host} asks for authentication this client cannot give")
         req = client.build_request(method, url, headers={**headers, "Authorization": header})
         resp = await client.send(req, stream=stream)
         if resp.status_code in (401, 403):
             await resp.aclose()
+            if withheld:
+                raise RegistryAuthError(f"{_withheld(withheld, ep)}; without them {ep.host} "
+                                        f"denied access to {ep.repository}")
             raise RegistryAuthError(f"{ep.host} refused the credentials for {ep.repository}")
         return resp
 
-    async def _answer(self, client: httpx.AsyncClient, challenges: list[auth.Challenge],
-                      scope: str, creds: auth.Credentials) -> str | None:
+    async def _answer(self, client: httpx.AsyncClient, ep: Endpoint,
+                      challenges: list[auth.Challenge], scope: str, creds: auth.Credentials,
+                      ) -> tuple[str | None, str]:
+        """The Authorization header answering ``challenges`` (None when this client cannot),
+        and the token realm the credentials were withheld from ("" when they were not)."""
         try:
             creds = creds.resolved()
         except auth.AuthError as exc:
@@ -114,18 +125,25 @@ class RegistryClient:
         for ch in challenges:
             if ch.scheme == "bearer":
                 if creds.registry_token:
-                    return f"Bearer {creds.registry_token}"
+                    return f"Bearer {creds.registry_token}", ""
+                withheld = ""
+                if not ep.insecure and auth.credentials_in_clear(ch, creds):
+                    # Only registries.conf's insecure = true accepts plain HTTP for a registry;
+                    # a realm the registry names does not. Ask anonymously instead: a public
+                    # image needs no password, and a private one fails saying why.
+                    withheld, creds = ch.params["realm"], auth.Credentials()
                 key = self.tokens.key(ch, scope, creds)
                 token = self.tokens.get(key, time.time())
                 if token is None:
-                    token = await self._fetch_token(client, ch, scope, creds, key)
-                return f"Bearer {token}"
+                    token = await self._fetch_token(client, ep, ch, scope, creds, key, withheld)
+                return f"Bearer {token}", withheld
             if ch.scheme == "basic":
-                return auth.basic_header(creds)
-        return None
+                return auth.basic_header(creds), ""
+        return None, ""
 
-    async def _fetch_token(self, client: httpx.AsyncClient, ch: auth.Challenge, scope: str,
-                           creds: auth.Credentials, key: auth.CacheKey) -> str:
+    async def _fetch_token(self, client: httpx.AsyncClient, ep: Endpoint, ch: auth.Challenge,
+                           scope: str, creds: auth.Credentials, key: auth.CacheKey,
+                           withheld: str) -> str:
         try:
             tr = auth.token_request(ch, scope, creds)
         except auth.AuthError as exc:
@@ -138,6 +156,9 @@ class RegistryClient:
         except httpx.TransportError as exc:
             raise RegistryUnavailable(f"token server {tr.url} unreachable: {exc}") from exc
         if resp.status_code in (401, 403):
+            if withheld:
+                raise RegistryAuthError(f"{_withheld(withheld, ep)}; the token server refused "
+                                        "an anonymous request")
             raise RegistryAuthError(f"token server {tr.url} refused the credentials")
         if resp.status_code != 200:
             raise RegistryAuthError(f"token server {tr.url} answered {resp.status_code}")
@@ -181,6 +202,17 @@ class RegistryClient:
             raise RegistryUnavailable(f"{ep.host}: {exc}") from exc
         finally:
             await resp.aclose()
+
+    async def blob_exists(self, ep: Endpoint, digest: str,
+                          creds: auth.Credentials | None = None) -> bool:
+        """Whether the registry holds the blob: HEAD, nothing downloaded. False only for a
+        404; other failures raise as ``blob`` does."""
+        path = f"/v2/{ep.repository}/blobs/{digest}"
+        resp = await self._send(ep, "HEAD", path, creds or auth.Credentials(), {})
+        if resp.status_code == 404:
+            return False
+        self._check_status(resp, ep, f"blob {digest}")
+        return True
 
     @staticmethod
     def _check_status(resp: httpx.Response, ep: Endpoint, what: str) -> None:

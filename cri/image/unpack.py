@@ -28,6 +28,7 @@ sets the xattr on the root, as containerd does (overlayfs ignores it on a layer 
 ``.wh..wh.*`` names are aufs metadata and are skipped, as Docker does.
 
 A refused layer raises UnsafeLayer (naming the entry and the rule); the caller removes ``dest``.
+One that is merely too big for the limits raises its subclass LayerTooLarge.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ CHUNK = 1 << 20
 # A PAX or GNU long-name record is read whole into memory by tarfile: cap it (as Go's
 # archive/tar does) so a layer cannot exhaust memory with one header.
 MAX_META_HEADER = 1 << 20
+# What one layer may unpack to when pulled or imported (unpack_image_layer). The uncompressed
+# size is not known before unpacking (a descriptor gives only the compressed size, and gzip
+# reaches ratios above 1000:1), so a layer is stopped once it crosses these while being
+# written. Far above real images (the largest common ones are a few GiB in a few 100k files);
+# they only stop a decompression bomb from filling the image store's filesystem. Read at call
+# time, so they can be changed (or patched in tests) at run time.
+MAX_LAYER_BYTES = 10 << 30  # regular-file bytes written
+MAX_LAYER_ENTRIES = 1_000_000  # tar members (each costs an inode, or metadata work)
 # Errors that say nothing about the layer: they are raised as they are, not as UnsafeLayer.
 _HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS})
 
@@ -69,6 +78,10 @@ _META_TYPES = frozenset({tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTY
 
 class UnsafeLayer(ValueError):
     """The layer breaks a rule; the message names the entry and the rule."""
+
+
+class LayerTooLarge(UnsafeLayer):
+    """The layer unpacks to more bytes or entries than the caller allows."""
 
 
 @dataclass(frozen=True)
@@ -326,7 +339,7 @@ class _Unpacker:
         self._replace(fd, name, rel)
         if m.isreg():
             if self.max_bytes is not None and self.written + m.size > self.max_bytes:
-                raise UnsafeLayer(f"entry {m.name!r}: layer unpacks to more than "
+                raise LayerTooLarge(f"entry {m.name!r}: layer unpacks to more than "
                                   f"{self.max_bytes} bytes")
             src = tar.extractfile(m)
             assert src is not None
@@ -447,7 +460,7 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, media_type: str = "",
                     tar.members.clear()  # stream mode keeps every member otherwise
                     entries += 1
                     if max_entries is not None and entries > max_entries:
-                        raise UnsafeLayer(f"layer has more than {max_entries} entries")
+                        raise LayerTooLarge(f"layer has more than {max_entries} entries")
                     try:
                         unpacker.entry(tar, member)
                     except UnsafeLayer:
@@ -476,3 +489,10 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, media_type: str = "",
         tree.close()
     return LayerStats(f"sha256:{reader.sha.hexdigest()}", reader.size, entries,
                       unpacker.written)
+
+
+def unpack_image_layer(stream: BinaryIO, dest: Path, *, media_type: str = "") -> LayerStats:
+    """unpack_layer with the image store's limits, MAX_LAYER_ENTRIES and MAX_LAYER_BYTES: what
+    pulls and imports use. LayerTooLarge when a layer crosses them."""
+    return unpack_layer(stream, dest, media_type=media_type, max_entries=MAX_LAYER_ENTRIES,
+                        max_bytes=MAX_LAYER_BYTES)

@@ -44,18 +44,28 @@ class PodNetwork:
         self._why_not = "no CNI configuration loaded yet"
 
     def _reload(self) -> None:
-        """Re-read the conf dir only when it changed (a stat of the dir and its files)."""
-        fp = cniconfig.fingerprint(self.conf_dir)
-        if fp == self._fingerprint:
+        """Re-read the conf dir when it or a plugin dir changed (a stat of the dirs and the
+        config files), and on every call while not ready. A config naming a plugin binary (or
+        IPAM plugin) that no plugin dir has is skipped, as CRI-O does: until the binaries are
+        installed the network is not ready, and the reason names the plugin and the dirs
+        searched."""
+        fp = cniconfig.fingerprint(self.conf_dir, self.plugin_dirs)
+        # While not ready, look again even when nothing seems to have changed: mtimes come
+        # from a coarse clock, so a plugin installed in the same tick as the last change to
+        # its directory leaves the directory's mtime as it was, and not-ready must not stick.
+        if fp == self._fingerprint and self._network is not None:
             return
         self._fingerprint = fp
-        loaded = cniconfig.load_dir(self.conf_dir)
+        loaded = cniconfig.load_dir(self.conf_dir, self.plugin_dirs)
         if loaded.config is None:
             self._network = None
             reasons = "; ".join(loaded.reasons) or "the directory is empty or missing"
-            self._why_not = f"no valid CNI network config in {self.conf_dir}: {reasons}"
-            log.warning("%s", self._why_not)
+            why_not = f"no valid CNI network config in {self.conf_dir}: {reasons}"
+            if why_not != self._why_not:  # once per reason, not on every status call
+                log.warning("%s", why_not)
+            self._why_not = why_not
             return
+        self._why_not = ""
         self._network = CNINetwork(loaded.config, self.plugin_dirs, self.cache_dir,
                                    timeout=self.timeout)
         log.info("CNI network %r from %s", loaded.config.name, loaded.config.source)

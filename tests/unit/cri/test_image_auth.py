@@ -12,6 +12,7 @@ from cri.image.auth import (
     Token,
     TokenCache,
     basic_header,
+    credentials_in_clear,
     parse_challenges,
     parse_token_response,
     scope_for,
@@ -162,3 +163,15 @@ def test_token_cache_is_bounded() -> None:
     assert len(cache) == 2
     assert cache.get(keys[1], now=0) is None
     assert cache.get(keys[0], now=0) == "a" and cache.get(keys[2], now=0) == "c"
+
+
+def test_credentials_in_clear_only_for_secrets_to_a_plain_http_realm() -> None:
+    http = Challenge("bearer", {"realm": "http://auth.example/token"})
+    upper = Challenge("bearer", {"realm": "HTTP://auth.example/token"})
+    tls = Challenge("bearer", {"realm": "https://auth.example/token"})
+    user = Credentials("u", "p")
+    assert credentials_in_clear(http, user) and credentials_in_clear(upper, user)
+    assert credentials_in_clear(http, Credentials(auth=base64.b64encode(b"u:p").decode()))
+    assert credentials_in_clear(http, Credentials(identity_token="rt"))
+    assert not credentials_in_clear(tls, user)
+    assert not credentials_in_clear(http, Credentials())  # nothing to leak

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -135,5 +136,97 @@ def test_refused_credentials_and_basic_auth() -> None:
         finally:
             await client.close()
             await basic.close()
+
+    asyncio.run(scenario())
+
+
+ALICE = "Basic " + base64.b64encode(b"alice:pw").decode()
+
+
+def _plain_http_realm(token_calls: list[httpx.Request], *, anonymous: str) -> httpx.MockTransport:
+    """A registry (any scheme) whose token realm is http://auth.test/token. The token server
+    gives Alice a full token; an anonymous caller gets 401 (``anonymous="refused"``), a token
+    the registry refuses (``"useless"``), or one it accepts (``"enough"``: a public image)."""
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.host == "auth.test":
+            token_calls.append(req)
+            if req.headers.get("authorization") == ALICE or b"refresh_token" in req.content:
+                return httpx.Response(200, json={"token": "FULL"})
+            if anonymous == "refused":
+                return httpx.Response(401)
+            return httpx.Response(200, json={"token": "ANON"})
+        sent = req.headers.get("authorization")
+        if sent == "Bearer FULL" or (sent == "Bearer ANON" and anonymous == "enough"):
+            return httpx.Response(200, content=b"{}", headers={"content-type": m.OCI_MANIFEST})
+        return httpx.Response(401, headers={
+            "www-authenticate": 'Bearer realm="http://auth.test/token",service="reg.test"'})
+    return httpx.MockTransport(handler)
+
+
+def _leaked(calls: list[httpx.Request]) -> list[httpx.Request]:
+    return [c for c in calls if "authorization" in c.headers or b"refresh_token" in c.content]
+
+
+@pytest.mark.parametrize("anonymous", ["refused", "useless"])
+def test_credentials_are_not_sent_to_a_plain_http_realm(anonymous: str) -> None:
+    calls: list[httpx.Request] = []
+    ep = Endpoint("reg.test/private/app", insecure=False, mirror=False)
+
+    async def scenario() -> None:
+        client = RegistryClient(transport=_plain_http_realm(calls, anonymous=anonymous))
+        try:
+            for creds in (Credentials("alice", "pw"), Credentials(identity_token="rt")):
+                with pytest.raises(RegistryAuthError, match=re.escape(
+                        "refusing to send credentials to http://auth.test/token over plain HTTP")):
+                    await client.manifest(ep, "v1", creds)
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+    assert calls and _leaked(calls) == []
+
+
+def test_a_plain_http_realm_still_serves_public_images_anonymously() -> None:
+    calls: list[httpx.Request] = []
+    ep = Endpoint("reg.test/library/busybox", insecure=False, mirror=False)
+
+    async def scenario() -> None:
+        client = RegistryClient(transport=_plain_http_realm(calls, anonymous="enough"))
+        try:
+            assert (await client.manifest(ep, "v1", Credentials("alice", "pw"))).body == b"{}"
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+    assert len(calls) == 1 and _leaked(calls) == []
+
+
+def test_an_insecure_registry_may_send_credentials_to_a_plain_http_realm() -> None:
+    calls: list[httpx.Request] = []
+    ep = Endpoint("reg.test/private/app", insecure=True, mirror=False)
+
+    async def scenario() -> None:
+        client = RegistryClient(transport=_plain_http_realm(calls, anonymous="refused"))
+        try:
+            assert (await client.manifest(ep, "v1", Credentials("alice", "pw"))).body == b"{}"
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+    assert [c.headers.get("authorization") for c in calls] == [ALICE]
+
+
+def test_blob_exists(registry: LocalRegistry) -> None:
+    repo = "team/exists"
+    present = registry.push_blob(repo, b"some blob")
+    ep = Endpoint(f"{registry.host}/{repo}", insecure=True, mirror=False)
+
+    async def scenario() -> None:
+        client = RegistryClient()
+        try:
+            assert await client.blob_exists(ep, present) is True
+            assert await client.blob_exists(ep, "sha256:" + "0" * 64) is False
+        finally:
+            await client.close()
 
     asyncio.run(scenario())

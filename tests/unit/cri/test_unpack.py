@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from cri.image.unpack import OPAQUE_XATTR, UnsafeLayer, unpack_layer
+from cri.image import unpack
+from cri.image.unpack import OPAQUE_XATTR, LayerTooLarge, UnsafeLayer, unpack_image_layer, unpack_layer
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, chown, xattrs)")
 pytestmark = needs_root
@@ -343,3 +344,23 @@ def test_byte_limit_is_checked_before_writing(tmp_path: Path) -> None:
     with pytest.raises(UnsafeLayer, match=r"'big'.*more than 10 bytes"):
         unpack_layer(io.BytesIO(layer(entry("big", data=b"x" * 1000))), dest, max_bytes=10)
     assert not (dest / "big").exists()
+
+
+def test_image_layers_are_unpacked_within_the_module_limits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # unpack_image_layer is what pulls and imports call: it reads the limits when called.
+    many = layer(*(entry(f"f{i}", data=b"y") for i in range(5)))
+    big = layer(entry("big", data=b"x" * 1000))
+    for name, blob in (("ok-many", many), ("ok-big", big)):  # the defaults let both through
+        (tmp_path / name).mkdir()
+        unpack_image_layer(io.BytesIO(blob), tmp_path / name)
+    assert (tmp_path / "ok-big" / "big").stat().st_size == 1000
+    monkeypatch.setattr(unpack, "MAX_LAYER_ENTRIES", 4)
+    (tmp_path / "many").mkdir()
+    with pytest.raises(LayerTooLarge, match="more than 4 entries"):
+        unpack_image_layer(io.BytesIO(many), tmp_path / "many")
+    monkeypatch.setattr(unpack, "MAX_LAYER_BYTES", 999)
+    (tmp_path / "big").mkdir()
+    with pytest.raises(LayerTooLarge, match=r"'big'.*more than 999 bytes"):
+        unpack_image_layer(io.BytesIO(big), tmp_path / "big")
+    assert not (tmp_path / "big" / "big").exists()
