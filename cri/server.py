@@ -25,6 +25,10 @@ from cri.runtime.servicer import RuntimeServicer
 log = logging.getLogger("pycri")
 
 MAX_MESSAGE = 16 * 1024 * 1024  # same as the kubelet's CRI client limit
+# Replies may be bigger: ExecSync carries up to 16 MiB of stdout and 16 MiB of stderr (the
+# caps of sandbox/oci/exec_sync.py). A client that accepts less gets RESOURCE_EXHAUSTED from
+# its own side; the daemon never refuses to send what it promised.
+MAX_REPLY = 2 * MAX_MESSAGE + 1024 * 1024
 
 
 class SocketInUse(Exception):
@@ -81,7 +85,7 @@ async def serve(config: Config) -> int:
     server = grpc.aio.server(
         interceptors=[interceptor],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                 ("grpc.max_send_message_length", MAX_MESSAGE)],
+                 ("grpc.max_send_message_length", MAX_REPLY)],
     )
     # The RPCs later work implements are filled in at import (fill_unimplemented), which the
     # type checker cannot see, hence the abstract-class ignore.

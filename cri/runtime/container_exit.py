@@ -41,6 +41,10 @@ def container_exited(rt: Runtime, ctr: Container, code: int, exited_at: datetime
     if ctr.status.state in (ContainerState.EXITED,):
         return
     st = ctr.status
+    # A StartContainer still waiting for `runc start` (started_at is set first) whose process
+    # already exited: STARTED goes out now, so STOPPED never overtakes it; StartContainer then
+    # sees EXITED and publishes nothing.
+    starting = st.state is ContainerState.CREATED and st.started_at != 0
     st.exit_code = code
     st.finished_at = int(exited_at.timestamp() * 1e9) or time.time_ns()
     if st.started_at and st.finished_at < st.started_at:
@@ -52,6 +56,8 @@ def container_exited(rt: Runtime, ctr: Container, code: int, exited_at: datetime
     ctr.set_state(ContainerState.EXITED)
     rt.containers.save(ctr)
     log.info("container %s exited with %d (%s)", ctr.id, code, st.reason)
+    if starting:
+        publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_STARTED_EVENT)
     publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_STOPPED_EVENT)
 
 

@@ -36,8 +36,10 @@ async def start_container(rt: Runtime, ctr_id: str) -> None:
         except OCIRuntimeError as exc:
             ctr.status.started_at = 0
             raise Internal(f"container start failed: {exc}") from exc
-        if ctr.status.state is ContainerState.CREATED:
+        # Already EXITED: the exit handler published STARTED (then STOPPED) itself.
+        announce = ctr.status.state is ContainerState.CREATED
+        if announce:
             ctr.set_state(ContainerState.RUNNING)
+            publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_STARTED_EVENT)
         rt.containers.save(ctr)
     log.info("container %s started", ctr.id)
-    publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_STARTED_EVENT)

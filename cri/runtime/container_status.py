@@ -8,6 +8,7 @@ import logging
 from cri.api import api_pb2
 from cri.runtime.daemon import Runtime
 from cri.store.container import STATE_VALUES, Container
+from sandbox.oci.signals import signal_name
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,20 @@ def status_message(rt: Runtime, ctr: Container) -> api_pb2.ContainerStatus:
         resources=_resources(ctr),
         user=api_pb2.ContainerUser(linux=api_pb2.LinuxContainerUser(
             uid=meta.uid, gid=meta.gid, supplemental_groups=[meta.gid, *meta.additional_gids])),
-        stop_signal=ctr.config.stop_signal,
+        stop_signal=effective_stop_signal(ctr),
     )
+
+
+def effective_stop_signal(ctr: Container) -> api_pb2.Signal.ValueType:
+    """The signal StopContainer sends (the CRI's, else the image's, else SIGTERM), as the
+    kubelet shows it (KEP-4960)."""
+    if ctr.config.stop_signal:
+        return ctr.config.stop_signal
+    name = signal_name(ctr.meta.stop_signal).replace("+", "PLUS").replace("-", "MINUS")
+    try:
+        return api_pb2.Signal.Value(name)
+    except ValueError:
+        return api_pb2.Signal.RUNTIME_DEFAULT
 
 
 def container_status(rt: Runtime, ctr_id: str, verbose: bool) -> api_pb2.ContainerStatusResponse:

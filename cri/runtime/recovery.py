@@ -18,6 +18,7 @@ from cri.runtime.daemon import Runtime
 from cri.runtime.sandbox_remove import teardown
 from cri.store.container import Container, ContainerState
 from cri.store.sandbox import Sandbox, SandboxState
+from sandbox.oci.exec_sync import kill_orphaned_execs
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,10 @@ async def recover(rt: Runtime) -> None:
             rec = rt.images.store.images.get(image_id)
             if rec is not None:
                 rt.images.store.pin(rec.chain_ids)
+    # Execs that were in flight when the daemon died must not run on past their timeout.
+    killed = await asyncio.to_thread(kill_orphaned_execs, rt.run_dir.parent / "exec")
+    if killed:
+        log.warning("killed %d processes of ExecSync calls cut short by the restart", killed)
     # Exits are watched before anything is torn down: stopping an infra waits for its exit.
     rt.exits.start()
     await asyncio.gather(*(_finish_unfinished_container(rt, c) for c in ctrs_unfinished))

@@ -464,3 +464,39 @@ async def _wait_exited(pidfds: list[int]) -> None:
     finally:
         for fd in pending:
             loop.remove_reader(fd)
+
+
+def kill_orphaned_execs(scratch_dir: Path) -> int:
+    """After a daemon crash: kill what the execs that were in flight left running, and remove
+    their scratch dirs. Returns how many processes were killed.
+
+    Each exec's command leads a session of its own (runc exec calls setsid), whose id is the
+    pid in the scratch dir's pid file. A process is only killed when it is in that session and
+    inside a container cgroup (``pycri-`` in /proc/<pid>/cgroup): a pid reused since by an
+    unrelated process is left alone.
+    """
+    killed = 0
+    try:
+        dirs = [d for d in scratch_dir.iterdir() if d.name.startswith("pycri-exec-")]
+    except FileNotFoundError:
+        return 0
+    table = _proc_table() if dirs else {}
+    for d in dirs:
+        sid = _read_pid(d / "pid")
+        if sid is not None:
+            for pid, (_, session) in table.items():
+                if session != sid or not _in_container_cgroup(pid):
+                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+        shutil.rmtree(d, ignore_errors=True)
+    return killed
+
+
+def _in_container_cgroup(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return "/pycri-" in f.read()
+    except OSError:
+        return False

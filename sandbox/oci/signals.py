@@ -47,3 +47,24 @@ def parse_signal(text: str) -> int:
 
 
 DEFAULT_STOP_SIGNAL = int(signal.SIGTERM)
+
+
+def signal_name(number: int) -> str:
+    """The canonical "SIGxxx" name of a signal number (real-time ones as SIGRTMIN+N / SIGRTMAX-N,
+    whichever is nearer, as the CRI's Signal enum spells them)."""
+    for name, num in _BY_NAME.items():
+        if num == number and name not in _ALIASES:
+            return f"SIG{name}"
+    if SIGRTMIN <= number <= SIGRTMAX:
+        if number == SIGRTMIN:
+            return "SIGRTMIN"
+        if number == SIGRTMAX:
+            return "SIGRTMAX"
+        if number - SIGRTMIN <= 15:
+            return f"SIGRTMIN+{number - SIGRTMIN}"
+        return f"SIGRTMAX-{SIGRTMAX - number}"
+    raise ValueError(f"no signal {number}")
+
+
+# Second names of a number; the canonical one comes first in _BY_NAME's order otherwise.
+_ALIASES = frozenset({"CLD", "IOT", "POLL"})

@@ -89,3 +89,16 @@ def test_invalid(text: str) -> None:
 
 def test_default_stop_signal() -> None:
     assert DEFAULT_STOP_SIGNAL == signal.SIGTERM == parse_signal("SIGTERM")
+
+
+def test_signal_name_round_trips_every_cri_name_but_the_aliases() -> None:
+    from sandbox.oci.signals import signal_name
+
+    for name in api_pb2.Signal.keys():  # noqa: SIM118 - an enum wrapper, not a dict
+        if name in ("RUNTIME_DEFAULT", "SIGCLD", "SIGIOT", "SIGPOLL"):
+            continue
+        spelled = signal_name(parse_signal(name)).replace("+", "PLUS").replace("-", "MINUS")
+        assert spelled == name
+    assert signal_name(17) == "SIGCHLD" and signal_name(6) == "SIGABRT"
+    with pytest.raises(ValueError):
+        signal_name(0)
