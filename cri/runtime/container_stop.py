@@ -9,13 +9,15 @@ import contextlib
 import logging
 import os
 import signal
+from datetime import UTC, datetime
 
 from cri.errors import DeadlineExceeded, Internal, NotFound
+from cri.runtime.container_exit import container_exited
 from cri.runtime.daemon import Runtime
 from cri.store.container import Container, ContainerState
 from sandbox import cgroups
 from sandbox.errors import CgroupError
-from sandbox.oci.errors import OCINotFound, OCINotRunning, OCIRuntimeError
+from sandbox.oci.errors import OCINotFound, OCINotRunning, OCIRuntimeError, OCITimeout
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ async def stop_container(rt: Runtime, ctr_id: str, grace: int) -> None:
 
 async def stop(rt: Runtime, ctr: Container, grace: float) -> None:
     """The caller holds the container's lock; ``grace`` seconds before SIGKILL."""
+    if ctr.status.state in (ContainerState.CREATED, ContainerState.RUNNING) and \
+            not rt.exits.read_exit(ctr.id) and not rt.oci.monitor_alive(ctr.id):
+        await _stop_unmonitored(rt, ctr)
     if ctr.status.state in (ContainerState.CREATED, ContainerState.RUNNING):
         exited = rt.exit_waiter(ctr.id)
         sig = ctr.meta.stop_signal if ctr.status.started_at else signal.SIGKILL
@@ -52,6 +57,21 @@ async def stop(rt: Runtime, ctr: Container, grace: float) -> None:
                 await asyncio.wait_for(asyncio.shield(exited), rt.config.runtime.runtime_timeout)
         rt.drop_exit_waiter(ctr.id)
     await asyncio.to_thread(_kill_leftovers, ctr)
+
+
+async def _stop_unmonitored(rt: Runtime, ctr: Container) -> None:
+    """conmon is gone (it died with a daemon killed mid-create), so no exit file will come:
+    kill the process and record the exit ourselves."""
+    log.warning("container %s has no monitor any more; killing it directly", ctr.id)
+    try:
+        await rt.oci.kill_unmonitored(ctr.id, rt.config.runtime.runtime_timeout)
+    except OCITimeout as exc:
+        raise DeadlineExceeded(f"container {ctr.id} did not exit: {exc}") from exc
+    except OCIRuntimeError as exc:
+        raise Internal(f"cannot stop container {ctr.id}: {exc}") from exc
+    container_exited(rt, ctr, 128 + signal.SIGKILL, datetime.now(UTC))
+    ctr.status.message = "the container's monitor (conmon) was gone; killed directly"
+    rt.containers.save(ctr)
 
 
 async def _kill(rt: Runtime, ctr: Container, sig: int, all_procs: bool = False) -> bool:

@@ -104,6 +104,17 @@ async def stop(rt: Runtime, pod: Sandbox) -> None:
     resolves the waiter). Already-dead and unknown infras are fine."""
     ident = pod.meta.infra_id
     exited = rt.exit_waiter(ident)
+    if not exited.done() and not rt.oci.monitor_alive(ident):
+        # conmon died (killed with a daemon that was killed mid-create): no exit file will
+        # come, so the process itself is watched.
+        rt.drop_exit_waiter(ident)
+        try:
+            await rt.oci.kill_unmonitored(ident, rt.config.runtime.runtime_timeout)
+        except OCITimeout as exc:
+            raise DeadlineExceeded(f"infra of pod sandbox {ident} did not exit: {exc}") from exc
+        except OCIRuntimeError as exc:
+            raise Internal(f"cannot stop pod sandbox infra {ident}: {exc}") from exc
+        return
     if not exited.done():
         try:
             await rt.oci.kill(ident, signal.SIGKILL)

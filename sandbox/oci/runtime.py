@@ -20,7 +20,7 @@ from sandbox.oci.conmon import (
     conmon_argv,
     parse_sync_message,
 )
-from sandbox.oci.errors import OCINotFound, OCIRuntimeError, OCITimeout
+from sandbox.oci.errors import OCINotFound, OCINotRunning, OCIRuntimeError, OCITimeout
 from sandbox.oci.runc import RUNTIME_ENV, run_runc
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,47 @@ class OCIRuntime:
             return int(self.conmon_pidfile(ctr_id).read_text())
         except (OSError, ValueError):
             return None
+
+    def monitor_alive(self, ctr_id: str) -> bool:
+        """Whether the container's conmon still runs (and so will record its exit).
+
+        conmon dies of SIGPIPE when it reports to a daemon that was killed mid-create: the
+        container then runs unmonitored, and no exit file will ever come for it.
+        """
+        pid = self.conmon_pid(ctr_id)
+        if pid is None:
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return b"conmon" in cmdline and ctr_id.encode() in cmdline
+
+    async def kill_unmonitored(self, ctr_id: str, wait: float) -> bool:
+        """SIGKILL a container whose conmon is gone, and wait (pidfd, no polling) until its init
+        has exited. Returns whether it was still running."""
+        state = await self.state(ctr_id)
+        pid = int(state.get("pid") or 0) if state else 0
+        if state is None or pid <= 0 or state.get("status") == "stopped":
+            return False
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        loop = asyncio.get_running_loop()
+        gone = asyncio.Event()
+        loop.add_reader(pidfd, gone.set)
+        try:
+            with contextlib.suppress(OCINotFound, OCINotRunning):
+                await self.kill(ctr_id, signal.SIGKILL, all_procs=True)
+            try:
+                await asyncio.wait_for(gone.wait(), wait)
+            except TimeoutError as exc:
+                raise OCITimeout(f"{ctr_id} did not die after SIGKILL") from exc
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        return True
 
     async def create(
         self,

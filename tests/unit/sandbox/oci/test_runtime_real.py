@@ -373,3 +373,30 @@ def test_conmon_and_container_survive_daemon_sigkill(
         await rt.delete(ctr_id)
 
     run(body())
+
+
+def test_container_whose_conmon_died_is_killed_directly(env: Env, is_gone: Gone) -> None:
+    """conmon dies of SIGPIPE when the daemon it reports to was killed mid-create: then no exit
+    file comes, and kill_unmonitored must still end the container (waiting on its pidfd)."""
+    ctr_id = env.new_id()
+    bundle = env.bundle(ctr_id, netns_path=None, host_uts=None)
+
+    async def body() -> None:
+        pid = await env.create(ctr_id, bundle)
+        await env.runtime.start(ctr_id)
+        assert env.runtime.monitor_alive(ctr_id)
+        conmon = env.runtime.conmon_pid(ctr_id)
+        assert conmon is not None
+        os.kill(conmon, signal.SIGKILL)
+        async with asyncio.timeout(WAIT):
+            while not is_gone(conmon):
+                await asyncio.sleep(0.01)
+        assert not env.runtime.monitor_alive(ctr_id)
+        assert not is_gone(pid)
+        assert await env.runtime.kill_unmonitored(ctr_id, WAIT)
+        assert is_gone(pid)
+        assert not (env.runtime.exits_dir / ctr_id).exists()  # nobody wrote one
+        assert not await env.runtime.kill_unmonitored(ctr_id, WAIT)  # already stopped
+        await env.runtime.delete(ctr_id, force=True)
+
+    run(body())
