@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from cri.api import api_pb2_grpc
+from tests.e2e.containers import Pod, pods, pull, remove_all_images, start_registry
 from tests.e2e.helpers import Daemon, need_root
+from tests.fixtures.registry import LocalRegistry
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +54,28 @@ def session_leftovers(d: Daemon) -> list[str]:
     if conmons:
         left.append(f"conmon processes {conmons}")
     return left
+
+
+@pytest.fixture(scope="module")
+def registry(daemon: Daemon) -> Iterator[LocalRegistry]:
+    """A local registry with a runnable busybox (tests/e2e/containers.py), one per module; the
+    images the module pulled are removed afterwards, so each module starts with an empty store."""
+    reg, _ = start_registry(daemon)
+    try:
+        yield reg
+    finally:
+        reg.stop()
+        remove_all_images(daemon)
+
+
+@pytest.fixture(scope="module")
+def image(daemon: Daemon, registry: LocalRegistry) -> str:
+    return pull(daemon)
+
+
+@pytest.fixture
+def pod(daemon: Daemon, image: str, tmp_path: Path) -> Iterator[Pod]:
+    yield from pods(daemon, tmp_path)
 
 
 @pytest.fixture

@@ -255,3 +255,11 @@ def wait_for_log(pod: Pod, ctr_id: str, text: str, timeout: float = 30) -> str:
         if time.monotonic() > deadline:
             raise AssertionError(f"{text!r} not in the log of {ctr_id}: {log[-2000:]!r}")
         time.sleep(0.05)
+
+
+def remove_all_images(daemon: Daemon) -> None:
+    """Every image in the daemon's store, removed (module teardown)."""
+    img = daemon.image()
+    for image in img.ListImages(api_pb2.ListImagesRequest(), timeout=30).images:
+        img.RemoveImage(api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=image.id)),
+                        timeout=30)

@@ -19,13 +19,11 @@ from tests.e2e.containers import (
     create_refused,
     exec_ok,
     new_pod,
-    pods,
     privileged_pod_config,
     pull,
     push_configured_image,
     remove_pod,
     start_pod,
-    start_registry,
 )
 from tests.e2e.helpers import Daemon, pod_config
 from tests.fixtures.images import tar_layer
@@ -37,25 +35,6 @@ SC = api_pb2.LinuxContainerSecurityContext
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 SLEEP = ["sleep", "1000"]
 OWN_PID = api_pb2.NamespaceOption(pid=api_pb2.NamespaceMode.CONTAINER)
-
-
-@pytest.fixture(scope="module")
-def registry(daemon: Daemon) -> Iterator[LocalRegistry]:
-    reg, _ = start_registry(daemon)
-    try:
-        yield reg
-    finally:
-        reg.stop()
-
-
-@pytest.fixture(scope="module")
-def image(daemon: Daemon, registry: LocalRegistry) -> str:
-    return pull(daemon)
-
-
-@pytest.fixture
-def pod(daemon: Daemon, image: str, tmp_path: Path) -> Iterator[Pod]:
-    yield from pods(daemon, tmp_path)
 
 
 @pytest.fixture

@@ -19,14 +19,12 @@ from tests.e2e.containers import (
     Pod,
     create_refused,
     exec_ok,
-    pods,
     privileged_pod_config,
     proc_status,
     pull,
     push_configured_image,
     remove_pod,
     start_pod,
-    start_registry,
 )
 from tests.e2e.helpers import Daemon
 from tests.fixtures.images import runnable_busybox_layers, tar_layer
@@ -45,25 +43,6 @@ DEFAULT_CAPS = sum(1 << bit for bit in DEFAULT_CAP_BITS.values())
 NET_ADMIN_BIT = 12
 NET_RAW_BIT = 13
 SLEEP = ["sleep", "1000"]
-
-
-@pytest.fixture(scope="module")
-def registry(daemon: Daemon) -> Iterator[LocalRegistry]:
-    reg, _ = start_registry(daemon)
-    try:
-        yield reg
-    finally:
-        reg.stop()
-
-
-@pytest.fixture(scope="module")
-def image(daemon: Daemon, registry: LocalRegistry) -> str:
-    return pull(daemon)
-
-
-@pytest.fixture
-def pod(daemon: Daemon, image: str, tmp_path: Path) -> Iterator[Pod]:
-    yield from pods(daemon, tmp_path)
 
 
 @pytest.fixture

@@ -6,32 +6,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 from cri.api import api_pb2
-from tests.e2e.containers import IMAGE, Pod, new_pod, pods, pull, remove_pod, start_registry
+from tests.e2e.containers import IMAGE, Pod, new_pod, remove_pod
 from tests.e2e.helpers import Daemon
 
 pytestmark = pytest.mark.e2e
 S = api_pb2.ContainerState
-
-
-@pytest.fixture(scope="module")
-def image(daemon: Daemon) -> Iterator[str]:
-    reg, _ = start_registry(daemon)
-    try:
-        yield pull(daemon)
-    finally:
-        reg.stop()
-
-
-@pytest.fixture
-def pod(daemon: Daemon, image: str, tmp_path: Path) -> Iterator[Pod]:
-    yield from pods(daemon, tmp_path)
 
 
 def test_lifecycle_exit_code_and_logs(pod: Pod) -> None:
