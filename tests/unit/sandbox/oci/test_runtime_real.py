@@ -375,7 +375,8 @@ def test_conmon_and_container_survive_daemon_sigkill(
     run(body())
 
 
-def test_container_whose_conmon_died_is_killed_directly(env: Env, is_gone: Gone) -> None:
+def test_container_whose_conmon_died_is_killed_directly(env: Env, is_gone: Gone,
+                                                        wait_exit: WaitExit) -> None:
     """conmon dies of SIGPIPE when the daemon it reports to was killed mid-create: then no exit
     file comes, and kill_unmonitored must still end the container (waiting on its pidfd)."""
     ctr_id = env.new_id()
@@ -388,9 +389,7 @@ def test_container_whose_conmon_died_is_killed_directly(env: Env, is_gone: Gone)
         conmon = env.runtime.conmon_pid(ctr_id)
         assert conmon is not None
         os.kill(conmon, signal.SIGKILL)
-        async with asyncio.timeout(WAIT):
-            while not is_gone(conmon):
-                await asyncio.sleep(0.01)
+        await wait_exit(conmon)
         assert not env.runtime.monitor_alive(ctr_id)
         assert not is_gone(pid)
         assert await env.runtime.kill_unmonitored(ctr_id, WAIT)
