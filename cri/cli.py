@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         return _image_import(config.root, args.file, args.tag)
     from cri.server import serve  # the daemon's imports are heavier than config's
 
+    if sys.version_info < (3, 12):
+        # 3.11's default child watcher starts a thread per subprocess (conmon, every runc
+        # call) to wait for it; a pidfd in the event loop does the same without one. 3.12+
+        # picks the pidfd watcher by itself.
+        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
     return asyncio.run(serve(config))
 
 

@@ -14,6 +14,7 @@ import posixpath
 import secrets
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from cri.api import api_pb2
@@ -177,32 +178,39 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
         await mount_rootfs(rt.images.store, rec.chain_ids, ctr.rootfs, upper=ctr.upper)
         undo.push_async_callback(asyncio.to_thread, unmount, ctr.rootfs)
         image_mounts = await _mount_image_volumes(rt, ctr, config, undo)
-        try:
-            ident = await asyncio.to_thread(
-                resolve_identity, ctr.rootfs,
-                image_user=image_cfg.user,
-                run_as_user=sc.run_as_user.value if sc.HasField("run_as_user") else None,
-                run_as_username=sc.run_as_username or None,
-                run_as_group=sc.run_as_group.value if sc.HasField("run_as_group") else None,
-                supplemental_groups=list(sc.supplemental_groups),
-                strict_groups=sc.supplemental_groups_policy
-                == api_pb2.SupplementalGroupsPolicy.Strict,
-            )
-        except UserError as exc:
-            raise InvalidArgument(str(exc)) from exc
-        spec = container_spec.container_spec(container_spec.SpecInputs(
-            ctr_id=ctr_id, pod=pod, config=config, image=image_cfg, identity=ident,
-            rootfs=ctr.rootfs, cgroup_path=cgroup_path, pid_ns_path=pid_ns_path,
-            host_pid=host_pid, image_mounts=image_mounts, v1_host=container_spec.v1_host(),
-            rro_supported="rro" in rt.mount_options, pids_limit=rt.config.runtime.pids_limit,
-        ))
-        await asyncio.to_thread(_make_workdir, ctr.rootfs, spec["process"]["cwd"])
-        ctr = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
-                                      cgroup_path, stop_signal, ident, pid_mode,
-                                      _image_mount_ids(rt, config)), config)
-        rt.containers.update_meta(ctr)
-        await asyncio.to_thread(ocispec.write_bundle, ctr.bundle, spec)
-        await asyncio.to_thread(log_path.parent.mkdir, mode=0o755, parents=True, exist_ok=True)
+        user = _UserRequest(
+            image_user=image_cfg.user,
+            run_as_user=sc.run_as_user.value if sc.HasField("run_as_user") else None,
+            run_as_username=sc.run_as_username or None,
+            run_as_group=sc.run_as_group.value if sc.HasField("run_as_group") else None,
+            supplemental_groups=list(sc.supplemental_groups),
+            strict_groups=sc.supplemental_groups_policy == api_pb2.SupplementalGroupsPolicy.Strict,
+        )
+
+        def prepare() -> Container:
+            """Everything between the mounts and runc, in one worker-thread hop: the user from
+            the rootfs, the spec, the working dir, meta.json, the bundle and the log dir."""
+            try:
+                ident = resolve_identity(ctr.rootfs, **user.__dict__)
+            except UserError as exc:
+                raise InvalidArgument(str(exc)) from exc
+            spec = container_spec.container_spec(container_spec.SpecInputs(
+                ctr_id=ctr_id, pod=pod, config=config, image=image_cfg, identity=ident,
+                rootfs=ctr.rootfs, cgroup_path=cgroup_path, pid_ns_path=pid_ns_path,
+                host_pid=host_pid, image_mounts=image_mounts, v1_host=container_spec.v1_host(),
+                rro_supported="rro" in rt.mount_options, pids_limit=rt.config.runtime.pids_limit,
+            ))
+            _make_workdir(ctr.rootfs, spec["process"]["cwd"])
+            done = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
+                                           cgroup_path, stop_signal, ident, pid_mode,
+                                           image_mount_ids), config)
+            rt.containers.update_meta(done)
+            ocispec.write_bundle(done.bundle, spec)
+            log_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            return done
+
+        image_mount_ids = _image_mount_ids(rt, config)
+        ctr = await asyncio.to_thread(prepare)
         undo.push_async_callback(_delete_runc, rt, ctr_id)
         try:
             pid = await rt.oci.create(
@@ -222,6 +230,16 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
     log.info("container %s (%s) created in pod %s", ctr_id, name, pod.id)
     publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_CREATED_EVENT)
     return ctr_id
+
+
+@dataclass(frozen=True)
+class _UserRequest:
+    image_user: str
+    run_as_user: int | None
+    run_as_username: str | None
+    run_as_group: int | None
+    supplemental_groups: list[int]
+    strict_groups: bool
 
 
 def _meta(ctr_id: str, name: str, pod: Sandbox, config: api_pb2.ContainerConfig,
