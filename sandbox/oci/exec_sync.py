@@ -410,6 +410,11 @@ def _read_pid(pid_file: Path) -> int | None:
         return None  # runc had not started the command yet
 
 
+async def kill_exec_tree(proc: asyncio.subprocess.Process, pid_file: Path) -> None:
+    """Kill every process of a ``runc exec`` (``proc``) whose command wrote ``pid_file``."""
+    await _kill_exec_tree(proc, pid_file)
+
+
 async def _kill_exec_tree(proc: asyncio.subprocess.Process, pid_file: Path) -> None:
     """Kill every process of the exec, then let runc reap the command and exit; reap runc."""
     if proc.returncode is None:
