@@ -19,11 +19,11 @@ from tests.unit.sandbox.oci.test_exec_sync import (  # noqa: F401 - fixtures
 WAIT = 30.0
 
 
-async def start(env: Env, ctr: Container, argv: list[str], tty: bool = False,
+async def start(e: Env, c: Container, argv: list[str], tty: bool = False,
                 **kw: int) -> ExecStream:
-    return await ExecStream.start(env.runtime.runtime_path, env.runtime.runtime_root,
-                                  ctr.ctr_id, argv, container_process=ctr.process, tty=tty,
-                                  scratch_dir=env.tmp / "scratch", **kw)
+    return await ExecStream.start(e.runtime.runtime_path, e.runtime.runtime_root,
+                                  c.ctr_id, argv, container_process=c.process, tty=tty,
+                                  scratch_dir=e.tmp / "scratch", **kw)
 
 
 @real
@@ -63,10 +63,10 @@ def test_kill_ends_the_whole_tree(env: Env, ctr: Container) -> None:  # noqa: F8
     marker = "7654321"
 
     async def body() -> None:
-        ex = await start(env, ctr, ["sh", "-c", f"sleep {marker}1 & sleep {marker}2"])
+        ex = await start(env, ctr, ["sh", "-c",
+                                    f"sleep {marker}1 & echo started; exec sleep {marker}2"])
         async with asyncio.timeout(WAIT):
-            while not procs_with_arg(f"{marker}2".encode()):
-                await asyncio.sleep(0.01)
+            assert await ex.stdout.readline() == b"started\n"
             await ex.kill()
         assert procs_with_arg(marker.encode()) == []
         assert list((env.tmp / "scratch").iterdir()) == []
