@@ -126,7 +126,8 @@ class Env:
     cgroup_parent: str
     ids: list[str] = field(default_factory=list)
 
-    async def start_container(self) -> Container:
+    async def start_container(self, args: list[str] | None = None, stdin: bool = False
+                              ) -> Container:
         ctr_id = secrets.token_hex(16)
         self.ids.append(ctr_id)
         spec = infra_spec(
@@ -136,6 +137,8 @@ class Env:
         )
         spec["process"]["env"].append(SPEC_ENV)
         spec["process"]["cwd"] = "/usr"
+        if args:
+            spec["process"]["args"] = args
         spec["mounts"].append(bind_mount("/usr", "/usr", ["ro", "nosuid", "nodev"]))
         bundle = self.tmp / "bundles" / ctr_id
         write_bundle(bundle, spec)
@@ -144,6 +147,7 @@ class Env:
         pid = await self.runtime.create(
             ctr_id, bundle, log_path=self.tmp / "logs" / f"{ctr_id}.log",
             pidfile=bundle / "pidfile", attach_socket_dir=self.tmp / "attach", timeout=WAIT,
+            stdin=stdin,
         )
         await self.runtime.start(ctr_id)
         return Container(ctr_id, int(pid), spec["process"])
