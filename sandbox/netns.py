@@ -172,3 +172,38 @@ def _run_in_own_thread(fn: Callable[[], None]) -> None:
     thread.join()
     if failure:
         raise failure[0]
+
+
+def connect_tcp(path: Path | None, port: int, timeout: float = 10.0) -> socket.socket:
+    """A TCP connection to ``port`` on the loopback of the network namespace pinned at ``path``
+    (None: the daemon's own, for host-network pods), made by a throwaway thread that entered the
+    namespace: the socket stays in that namespace, the daemon's threads never change theirs.
+    Blocking: call it from a worker thread. Raises OSError (ECONNREFUSED when nothing listens).
+    """
+    if not 0 < port < 65536:
+        raise ValueError(f"invalid port {port}")
+    result: list[socket.socket] = []
+
+    def enter_and_connect() -> None:
+        if path is not None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise _oserror("setns", path)
+            finally:
+                os.close(fd)
+        # IPv4 loopback first, then IPv6: a server may listen on either.
+        last: OSError | None = None
+        for host in ("127.0.0.1", "::1"):
+            try:
+                result.append(socket.create_connection((host, port), timeout=timeout))
+                return
+            except OSError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    _run_in_own_thread(enter_and_connect)
+    sock = result[0]
+    sock.settimeout(None)
+    return sock

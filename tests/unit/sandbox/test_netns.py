@@ -173,3 +173,51 @@ def test_bad_names(tmp_path: Path, name: str) -> None:
 def test_remove_refuses_dangerous_paths(path: str) -> None:
     with pytest.raises(NetnsError, match="refusing"):
         netns.remove(Path(path))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_connect_tcp_reaches_a_port_inside_the_namespace_only(tmp_path: Path) -> None:
+    import socket as socket_mod
+    import threading
+
+    from sandbox.netns import connect_tcp
+
+    pin = netns.create(f"pycri-test-{os.getpid()}", tmp_path)
+    try:
+        # A listener inside the namespace, made the same way (a thread that entered it).
+        ready = threading.Event()
+        got: list[bytes] = []
+        holder: list[socket_mod.socket] = []
+
+        def serve() -> None:
+            fd = os.open(pin, os.O_RDONLY)
+            from sandbox.libc import libc
+            assert libc.setns(fd, 0x40000000) == 0
+            os.close(fd)
+            srv = socket_mod.socket()
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(1)
+            holder.append(srv)
+            ready.set()
+            conn, _ = srv.accept()
+            got.append(conn.recv(100))
+            conn.close()
+            srv.close()
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        assert ready.wait(10)
+        port = holder[0].getsockname()[1]
+        with pytest.raises(OSError):  # not in the daemon's own namespace
+            connect_tcp(None, port, timeout=2).close()
+        sock = connect_tcp(pin, port)
+        sock.sendall(b"ping")
+        sock.close()
+        t.join(10)
+        assert got == [b"ping"]
+        with pytest.raises(ConnectionRefusedError):
+            connect_tcp(pin, port)  # nothing listens any more
+        with pytest.raises(ValueError):
+            connect_tcp(pin, 0)
+    finally:
+        netns.remove(pin)
