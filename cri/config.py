@@ -41,6 +41,16 @@ class APIConfig:
     socket_mode: str = _opt("0660", "File mode of the socket (octal); never world-accessible.")
     stream_address: str = _opt("127.0.0.1", "Address the exec/attach/port-forward server binds.")
     stream_port: int = _opt(0, "Port of the streaming server; 0 picks a free one.")
+    stream_tls_cert: str = _opt(
+        "", "PEM certificate of the streaming server; empty serves plain HTTP (set with the key)."
+    )
+    stream_tls_key: str = _opt("", "PEM private key for stream_tls_cert.")
+    stream_idle_timeout: float = _opt(
+        14400.0, "Seconds an exec/attach/port-forward session may pass no bytes before it is closed."
+    )
+    stream_token_ttl: float = _opt(
+        60.0, "Seconds a streaming URL returned by Exec/Attach/PortForward stays usable (once)."
+    )
     shutdown_grace: float = _opt(
         10.0, "Seconds in-flight calls get to finish on SIGTERM before the server stops."
     )
@@ -195,6 +205,16 @@ def validate(cfg: PycriConfig) -> None:
         raise ConfigError("pycri.api.socket_mode: must not grant access to others (e.g. 0600, 0660)")
     if not 0 <= cfg.api.stream_port <= 65535:
         raise ConfigError("pycri.api.stream_port: must be 0..65535")
+    if bool(cfg.api.stream_tls_cert) != bool(cfg.api.stream_tls_key):
+        missing = "stream_tls_key" if cfg.api.stream_tls_cert else "stream_tls_cert"
+        raise ConfigError(f"pycri.api.{missing}: TLS needs both stream_tls_cert and stream_tls_key")
+    for key in ("stream_tls_cert", "stream_tls_key"):
+        value = getattr(cfg.api, key)
+        if value and not os.path.isabs(value):
+            raise ConfigError(f"pycri.api.{key}: must be an absolute path")
+    for key in ("stream_idle_timeout", "stream_token_ttl"):
+        if getattr(cfg.api, key) <= 0:
+            raise ConfigError(f"pycri.api.{key}: must be positive")
     if cfg.runtime.cgroup_driver not in CGROUP_DRIVERS:
         raise ConfigError(
             f"pycri.runtime.cgroup_driver: {cfg.runtime.cgroup_driver!r} is not supported "
