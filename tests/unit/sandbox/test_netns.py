@@ -176,13 +176,13 @@ def test_remove_refuses_dangerous_paths(path: str) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-def test_connect_tcp_reaches_a_port_inside_the_namespace_only(tmp_path: Path) -> None:
+def test_connect_tcp_reaches_a_port_inside_the_namespace_only(run_dir: Path) -> None:
     import socket as socket_mod
     import threading
 
     from sandbox.netns import connect_tcp
 
-    pin = netns.create(f"pycri-test-{os.getpid()}", tmp_path)
+    pin = netns.create(f"pycri-test-{os.getpid()}", run_dir)
     try:
         # A listener inside the namespace, made the same way (a thread that entered it).
         ready = threading.Event()
