@@ -10,10 +10,10 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cri.config import Config
-from cri.errors import NotFound
+from cri.errors import NotFound, Unavailable
 from cri.image.images import Images
 from cri.runtime.events import EventBus
 from cri.runtime.network import PodNetwork
@@ -23,6 +23,9 @@ from sandbox.cgroups.stats import CpuRate
 from sandbox.oci.exits import ExitWatcher
 from sandbox.oci.runc import mount_options
 from sandbox.oci.runtime import OCIRuntime
+
+if TYPE_CHECKING:
+    from cri.streaming.service import Streaming
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         # The previous CPU sample of each cgroup, for usage_nano_cores (dropped on removal).
         self.cpu_rates: dict[str, CpuRate] = {}
+        self._streaming: Any = None  # cri.streaming.service.Streaming, once started
         # What the OCI runtime supports (`runc features`), learnt at start-up.
         self.mount_options: frozenset[str] = frozenset()
 
@@ -134,9 +138,22 @@ class Runtime:
         self.mount_options = await mount_options(self.oci.runtime_path)
         await asyncio.to_thread(self.images.load)
         self.images.watch()
+        from cri.streaming.service import Streaming
+
+        streaming = Streaming(self, self.config)
+        await streaming.start()
+        self._streaming = streaming
         await recover(self)
 
+    def streaming(self) -> Streaming:
+        if self._streaming is None:
+            raise Unavailable("the streaming server is not running yet")
+        streaming: Streaming = self._streaming
+        return streaming
+
     async def close(self) -> None:
+        if self._streaming is not None:
+            await self._streaming.close()
         self.exits.close()
         await self.images.close()
 

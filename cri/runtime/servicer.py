@@ -14,6 +14,7 @@ import grpc
 from cri.api import api_pb2, api_pb2_grpc
 from cri.runtime import (
     container_create,
+    container_exec,
     container_exec_sync,
     container_list,
     container_log_reopen,
@@ -150,6 +151,17 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         await container_update.update_pod_sandbox_resources(self.rt, request.pod_sandbox_id,
                                                             request.resources)
         return api_pb2.UpdatePodSandboxResourcesResponse()
+
+    async def Exec(self, request: api_pb2.ExecRequest, context: Ctx) -> api_pb2.ExecResponse:
+        return api_pb2.ExecResponse(url=container_exec.exec_url(
+            self.rt, request.container_id, list(request.cmd), request.tty, request.stdin,
+            request.stdout, request.stderr))
+
+    async def Attach(self, request: api_pb2.AttachRequest, context: Ctx
+                     ) -> api_pb2.AttachResponse:
+        return api_pb2.AttachResponse(url=container_exec.attach_url(
+            self.rt, request.container_id, request.tty, request.stdin, request.stdout,
+            request.stderr))
 
     async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest, context: Ctx
                                  ) -> api_pb2.ReopenContainerLogResponse:

@@ -85,6 +85,10 @@ class Attach:
             finally:
                 os.close(fd)
 
+    async def wait(self) -> None:
+        """Until conmon closes our end (the container exited); output stays readable."""
+        await asyncio.shield(self._reader)
+
     async def close(self) -> None:
         """Detach; the container keeps running."""
         self._reader.cancel()
