@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cri.errors import FailedPrecondition, InvalidArgument
 from cri.runtime.daemon import Runtime
-from cri.streaming.service import StreamRequest
+from cri.streaming.service import PortForwardRequest, StreamRequest
 
 
 def _check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> None:
@@ -36,3 +36,10 @@ def attach_url(rt: Runtime, ctr_id: str, tty: bool, stdin: bool, stdout: bool,
     if stdin and not ctr.config.stdin:
         raise InvalidArgument(f"container {ctr.id} was not created with stdin open")
     return rt.streaming().issue("attach", StreamRequest(ctr.id, (), tty, stdin, stdout, stderr))
+
+
+def port_forward_url(rt: Runtime, pod_id: str) -> str:
+    pod = rt.sandboxes.lookup(pod_id)
+    if not pod.ready:
+        raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
+    return rt.streaming().issue("portforward", PortForwardRequest(pod.id))

@@ -163,6 +163,11 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             self.rt, request.container_id, request.tty, request.stdin, request.stdout,
             request.stderr))
 
+    async def PortForward(self, request: api_pb2.PortForwardRequest, context: Ctx
+                          ) -> api_pb2.PortForwardResponse:
+        return api_pb2.PortForwardResponse(
+            url=container_exec.port_forward_url(self.rt, request.pod_sandbox_id))
+
     async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest, context: Ctx
                                  ) -> api_pb2.ReopenContainerLogResponse:
         await container_log_reopen.reopen_container_log(self.rt, request.container_id)

@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cri.config import Config
-from cri.streaming import remotecommand
+from cri.streaming import portforward, remotecommand
 from cri.streaming.channels import (
     SPDY_REMOTECOMMAND_PROTOCOLS,
     WEBSOCKET_REMOTECOMMAND_PROTOCOLS,
     ExecOptions,
     negotiate,
 )
+from cri.streaming.portforward_proto import SPDY_PORT_FORWARD_PROTOCOLS, TUNNELED_PORT_FORWARD_V1
 from cri.streaming.server import Session, StreamHandler, StreamServer, tls_context
 from cri.streaming.tokens import TokenStore
+from cri.streaming.wstunnel import TunnelStream
 from sandbox.oci.attach import Attach
 from sandbox.oci.exec_stream import ExecStream
 
@@ -45,6 +47,11 @@ class StreamRequest:
     def options(self) -> ExecOptions:
         return ExecOptions(stdin=self.stdin, stdout=self.stdout, stderr=self.stderr and not self.tty,
                            tty=self.tty, command=self.command)
+
+
+@dataclass(frozen=True)
+class PortForwardRequest:
+    pod_id: str
 
 
 class _Exec:
@@ -103,6 +110,10 @@ class Streaming:
             {
                 "exec": self._handler(self._serve_exec),
                 "attach": self._handler(self._serve_attach),
+                "portforward": StreamHandler(serve=self._serve_portforward,
+                                             spdy_protocols=SPDY_PORT_FORWARD_PROTOCOLS,
+                                             websocket_protocols=(TUNNELED_PORT_FORWARD_V1,),
+                                             negotiate=negotiate),
             },
             ssl_context=tls_context(api.stream_tls_cert, api.stream_tls_key),
             idle_timeout=api.stream_idle_timeout,
@@ -120,7 +131,7 @@ class Streaming:
     async def close(self) -> None:
         await self.server.close()
 
-    def issue(self, kind: str, request: StreamRequest) -> str:
+    def issue(self, kind: str, request: StreamRequest | PortForwardRequest) -> str:
         return self.server.issue(kind, request)
 
     async def _serve(self, session: Session, start: remotecommand.Starter) -> None:
@@ -160,3 +171,17 @@ class Streaming:
             return _Attach(await Attach.open(ctr.bundle), req.tty)
 
         await self._serve(session, start)
+
+    async def _serve_portforward(self, session: Session) -> None:
+        req = session.request
+        assert isinstance(req, PortForwardRequest)
+        rt = self.rt
+
+        def netns() -> Path | None:
+            pod = rt.sandboxes.get(req.pod_id)
+            if pod is None or not pod.ready:
+                raise OSError(f"pod sandbox {req.pod_id} is not ready")
+            return Path(pod.meta.netns_path) if pod.meta.netns_path else None
+
+        stream = session if session.transport == "spdy" else TunnelStream(session)
+        await portforward.serve_spdy(stream, req.pod_id, netns)
