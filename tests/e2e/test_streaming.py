@@ -1,0 +1,184 @@
+"""Exec, attach and port-forward through the streaming server, with client sides built from the
+same sans-IO cores (SPDY client connection, wsproto client): exit codes on the error stream,
+stdin and its close, tty, port-forward to a port in the pod and to one nothing listens on,
+single-use tokens."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+import grpc
+import h11
+import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request
+
+from cri.api import api_pb2
+from cri.streaming import spdy
+from tests.e2e.containers import Pod
+
+pytestmark = pytest.mark.e2e
+WAIT = 30.0
+
+
+def _upgrade(url: str, headers: list[tuple[str, str]]) -> tuple[socket.socket, int, bytes]:
+    """GET ``url`` with upgrade headers; returns the socket, the status and bytes after it."""
+    u = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=WAIT)
+    conn = h11.Connection(h11.CLIENT)
+    sock.sendall(conn.send(h11.Request(method="POST", target=u.path + (f"?{u.query}" if u.query
+                                                                        else ""),
+                                       headers=[("Host", u.netloc), *headers])))
+    while True:
+        ev = conn.next_event()
+        if ev is h11.NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+            continue
+        if isinstance(ev, h11.InformationalResponse | h11.Response):
+            return sock, ev.status_code, conn.trailing_data[0]
+        raise AssertionError(f"unexpected {ev}")
+
+
+@dataclass
+class SpdyClient:
+    sock: socket.socket
+    conn: spdy.SpdyConnection = field(default_factory=lambda: spdy.SpdyConnection(
+        is_client=True, flow_control=False))
+    data: dict[int, bytearray] = field(default_factory=dict)
+    closed: set[int] = field(default_factory=set)
+
+    def flush(self) -> None:
+        out = self.conn.data_to_send()
+        if out:
+            self.sock.sendall(out)
+
+    def open(self, headers: dict[str, str], fin: bool = False) -> int:
+        sid = self.conn.open_stream(headers, fin=fin)
+        self.data[sid] = bytearray()
+        self.flush()
+        return sid
+
+    def pump(self, until: object) -> None:
+        deadline = time.monotonic() + WAIT
+        while not until():  # type: ignore[operator]
+            assert time.monotonic() < deadline, "no answer in time"
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return
+            for ev in self.conn.receive_data(chunk):
+                if isinstance(ev, spdy.DataReceived):
+                    self.data.setdefault(ev.stream_id, bytearray()).extend(ev.data)
+                    if ev.fin:
+                        self.closed.add(ev.stream_id)
+                elif isinstance(ev, spdy.StreamReset):
+                    self.closed.add(ev.stream_id)
+            self.flush()
+
+
+def spdy_session(url: str, protocol: str) -> SpdyClient:
+    sock, status, rest = _upgrade(url, [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
+                                        ("X-Stream-Protocol-Version", protocol)])
+    assert status == 101
+    client = SpdyClient(sock)
+    if rest:
+        client.conn.receive_data(rest)
+    return client
+
+
+def exec_url(pod: Pod, ctr: str, cmd: list[str], **kw: bool) -> str:
+    req = api_pb2.ExecRequest(container_id=ctr, cmd=cmd, stdout=True, **kw)
+    return str(pod.rt.Exec(req, timeout=10).url)
+
+
+def test_exec_over_spdy_with_stdin_and_exit_code(pod: Pod) -> None:
+    ctr = pod.run("s", ["sleep", "1000"])
+    url = exec_url(pod, ctr, ["sh", "-c", "read line; echo got $line; echo oops >&2; exit 7"],
+                   stdin=True, stderr=True)
+    c = spdy_session(url, "v4.channel.k8s.io")
+    err = c.open({"streamtype": "error"})
+    out = c.open({"streamtype": "stdout"})
+    errout = c.open({"streamtype": "stderr"})
+    stdin = c.open({"streamtype": "stdin"})
+    c.conn.send_data(stdin, b"hello\n", fin=True)
+    c.flush()
+    c.pump(lambda: err in c.closed and out in c.closed)
+    assert bytes(c.data[out]) == b"got hello\n"
+    assert bytes(c.data[errout]) == b"oops\n"
+    status = json.loads(bytes(c.data[err]))
+    assert status["status"] == "Failure" and status["reason"] == "NonZeroExitCode"
+    assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "7"}]
+    c.sock.close()
+    # The URL was single use.
+    sock, code, _ = _upgrade(url, [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
+                                   ("X-Stream-Protocol-Version", "v4.channel.k8s.io")])
+    sock.close()
+    assert code == 404
+
+
+def test_exec_over_websocket_v5_with_tty(pod: Pod) -> None:
+    ctr = pod.run("t", ["sleep", "1000"])
+    url = exec_url(pod, ctr, ["sh", "-c", "tty; exit 0"], tty=True)
+    u = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=WAIT)
+    ws = WSConnection(ConnectionType.CLIENT)
+    sock.sendall(ws.send(Request(host=u.netloc, target=u.path, subprotocols=["v5.channel.k8s.io"])))
+    frames: list[bytes] = []
+    closed = False
+    deadline = time.monotonic() + WAIT
+    while not closed and time.monotonic() < deadline:
+        data = sock.recv(65536)
+        if not data:
+            break
+        ws.receive_data(data)
+        for ev in ws.events():
+            if isinstance(ev, AcceptConnection):
+                assert ev.subprotocol == "v5.channel.k8s.io"
+            elif isinstance(ev, BytesMessage):
+                frames.append(bytes(ev.data))
+            elif isinstance(ev, CloseConnection):
+                closed = True
+    sock.close()
+    out = b"".join(f[1:] for f in frames if f[:1] == b"\x01")
+    status = json.loads(b"".join(f[1:] for f in frames if f[:1] == b"\x03"))
+    assert b"/dev/pts/" in out
+    assert status["status"] == "Success"
+
+
+def test_port_forward_reaches_the_pod_and_reports_closed_ports(pod: Pod) -> None:
+    pod.run("web", ["sh", "-c", "while true; do echo hi-from-pod | nc -l -p 8080; done"])
+    url = str(pod.rt.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=pod.id, port=[8080]),
+                                 timeout=10).url)
+    c = spdy_session(url, "portforward.k8s.io")
+    deadline = time.monotonic() + WAIT
+    got = b""
+    request = 0
+    while b"hi-from-pod" not in got:  # nc may not be listening yet on the first tries
+        assert time.monotonic() < deadline, got
+        request += 1
+        err = c.open({"streamtype": "error", "port": "8080", "requestid": str(request)})
+        data = c.open({"streamtype": "data", "port": "8080", "requestid": str(request)})
+        c.pump(lambda d=data, e=err: d in c.closed or e in c.closed)  # type: ignore[misc]
+        got = bytes(c.data[data])
+    request += 1
+    err = c.open({"streamtype": "error", "port": "8081", "requestid": str(request)})
+    data = c.open({"streamtype": "data", "port": "8081", "requestid": str(request)})
+    c.pump(lambda: err in c.closed)
+    assert b"error forwarding port 8081" in bytes(c.data[err])
+    c.sock.close()
+
+
+def test_exec_and_port_forward_refuse_what_is_not_running(pod: Pod) -> None:
+    ctr = pod.create(pod.container_config("created", ["sleep", "1000"]))
+    with pytest.raises(grpc.RpcError) as err:
+        exec_url(pod, ctr, ["true"])
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as err:
+        pod.rt.Exec(api_pb2.ExecRequest(container_id=ctr, cmd=[]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        pod.rt.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id="0" * 64), timeout=10)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
