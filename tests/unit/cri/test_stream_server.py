@@ -716,7 +716,9 @@ def test_no_fd_or_task_leaks_after_1000_refused_and_200_dropped_sessions() -> No
             for start in range(0, 200, 50):
                 await asyncio.gather(*(dropped(i) for i in range(start, start + 50)))
             await settle(server)
-            assert open_fds() == fds
+            # No more than before (other code in the same process, e.g. an e2e session's
+            # gRPC channels, may close fds of its own meanwhile).
+            assert open_fds() <= fds
             assert len(asyncio.all_tasks()) == tasks
             assert rec.outcomes == ["returned"] * 200
     run(main)
