@@ -15,12 +15,23 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Message, TextMessage
+from wsproto.events import Ping as WsPing
+from wsproto.utilities import LocalProtocolError
+
 from cri.streaming import spdy
-from cri.streaming.channels import ProtocolError
+from cri.streaming.channels import ChannelCodec, ChannelData, ProtocolError
 from cri.streaming.portforward_proto import (
     PortForwardPair,
     PortForwardPairs,
+    PortStreamRole,
+    channel_target,
+    data_channel,
+    error_channel,
     forward_error_message,
+    parse_port_query,
+    port_prefix,
 )
 from cri.streaming.server import Session
 from cri.streaming.spdy_frames import SpdyError, SpdyProtocolError
@@ -160,4 +171,84 @@ async def serve_spdy(session: Session | TunnelStream, pod_id: str,
             if fwd.task is not None:
                 fwd.task.cancel()
             fwd.writer.close()
+        session.close()
+
+
+async def serve_websocket_channels(session: Session, pod_id: str,
+                                   netns: Callable[[], Path | None]) -> None:
+    """The kubelet's WebSocket port-forward (v4.channel.k8s.io, its base64 form, or no
+    sub-protocol): ports from the URL's ``port`` query, channels 2i (data) and 2i+1 (error) for
+    the i-th, each opened by the server writing the port number (uint16, little endian)."""
+    codec = ChannelCodec.for_protocol(session.protocol)
+    ws = Connection(ConnectionType.SERVER)
+    send_lock = asyncio.Lock()
+
+    async def send(channel: int, data: bytes) -> None:
+        encoded = codec.encode(channel, data)
+        message = TextMessage(encoded) if isinstance(encoded, str) else BytesMessage(encoded)
+        async with send_lock:
+            with contextlib.suppress(ConnectionError, LocalProtocolError):
+                session.write(ws.send(message))
+                await session.drain()
+
+    try:
+        ports = parse_port_query(session.query)
+    except ValueError as exc:
+        await send(1, str(exc).encode())
+        session.close()
+        return
+    writers: dict[int, asyncio.StreamWriter] = {}
+    copies: list[asyncio.Task[None]] = []
+
+    async def copy_out(index: int, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := await reader.read(_CHUNK):
+                await send(data_channel(index), chunk)
+
+    try:
+        for i, port in enumerate(ports):
+            await send(data_channel(i), port_prefix(port))
+            await send(error_channel(i), port_prefix(port))
+        for i, port in enumerate(ports):
+            try:
+                sock = await asyncio.to_thread(connect_tcp, netns(), port)
+            except OSError as exc:
+                msg = forward_error_message(port, pod_id, f"failed to connect to localhost:"
+                                                          f"{port}: {exc.strerror or exc}")
+                await send(error_channel(i), msg.encode())
+                continue
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writers[i] = writer
+            copies.append(asyncio.ensure_future(copy_out(i, reader)))
+        while data := await session.read():
+            ws.receive_data(data)
+            for ev in ws.events():
+                if isinstance(ev, CloseConnection):
+                    return
+                if isinstance(ev, WsPing):
+                    async with send_lock:
+                        with contextlib.suppress(ConnectionError, LocalProtocolError):
+                            session.write(ws.send(ev.response()))
+                    continue
+                if not isinstance(ev, Message) or not ev.message_finished:
+                    continue  # kubectl sends whole messages; fragments are not supported here
+                try:
+                    decoded = codec.decode(ev.data)
+                except ProtocolError:
+                    continue
+                if not isinstance(decoded, ChannelData):
+                    continue
+                target = channel_target(decoded.channel, len(ports))
+                if target is None or target[1] is not PortStreamRole.DATA:
+                    continue
+                out = writers.get(target[0])
+                if out is not None and decoded.data:
+                    out.write(decoded.data)
+                    with contextlib.suppress(ConnectionError):
+                        await out.drain()
+    finally:
+        for task in copies:
+            task.cancel()
+        for writer in writers.values():
+            writer.close()
         session.close()

@@ -19,7 +19,11 @@ from cri.streaming.channels import (
     ExecOptions,
     negotiate,
 )
-from cri.streaming.portforward_proto import SPDY_PORT_FORWARD_PROTOCOLS, TUNNELED_PORT_FORWARD_V1
+from cri.streaming.portforward_proto import (
+    SPDY_PORT_FORWARD_PROTOCOLS,
+    TUNNELED_PORT_FORWARD_V1,
+    WEBSOCKET_PORT_FORWARD_PROTOCOLS,
+)
 from cri.streaming.server import Session, StreamHandler, StreamServer, tls_context
 from cri.streaming.tokens import TokenStore
 from cri.streaming.wstunnel import TunnelStream
@@ -112,7 +116,7 @@ class Streaming:
                 "attach": self._handler(self._serve_attach),
                 "portforward": StreamHandler(serve=self._serve_portforward,
                                              spdy_protocols=SPDY_PORT_FORWARD_PROTOCOLS,
-                                             websocket_protocols=(TUNNELED_PORT_FORWARD_V1,),
+                                             websocket_protocols=WEBSOCKET_PORT_FORWARD_PROTOCOLS,
                                              negotiate=negotiate),
             },
             ssl_context=tls_context(api.stream_tls_cert, api.stream_tls_key),
@@ -183,5 +187,9 @@ class Streaming:
                 raise OSError(f"pod sandbox {req.pod_id} is not ready")
             return Path(pod.meta.netns_path) if pod.meta.netns_path else None
 
-        stream = session if session.transport == "spdy" else TunnelStream(session)
-        await portforward.serve_spdy(stream, req.pod_id, netns)
+        if session.transport == "spdy":
+            await portforward.serve_spdy(session, req.pod_id, netns)
+        elif session.protocol == TUNNELED_PORT_FORWARD_V1:  # kubectl's: SPDY inside WebSocket
+            await portforward.serve_spdy(TunnelStream(session), req.pod_id, netns)
+        else:
+            await portforward.serve_websocket_channels(session, req.pod_id, netns)

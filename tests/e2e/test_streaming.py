@@ -182,3 +182,42 @@ def test_exec_and_port_forward_refuse_what_is_not_running(pod: Pod) -> None:
     with pytest.raises(grpc.RpcError) as err:
         pod.rt.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id="0" * 64), timeout=10)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_port_forward_over_websocket_channels(pod: Pod) -> None:
+    """The kubelet's WebSocket port-forward: channel 0 data, 1 error, each opened with the port
+    (uint16 little endian); data on channel 0 reaches the pod's port."""
+    pod.run("web", ["sh", "-c", "echo hello-ws > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"])
+    url = str(pod.rt.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=pod.id, port=[8080]),
+                                 timeout=10).url)
+    deadline = time.monotonic() + WAIT
+    body = b""
+    while b"hello-ws" not in body:  # httpd may not listen yet on the first try
+        assert time.monotonic() < deadline, body
+        u = urllib.parse.urlsplit(url)
+        sock = socket.create_connection((u.hostname, u.port), timeout=WAIT)
+        ws = WSConnection(ConnectionType.CLIENT)
+        sock.sendall(ws.send(Request(host=u.netloc, target=f"{u.path}?port=8080",
+                                     subprotocols=["v4.channel.k8s.io"])))
+        frames: list[bytes] = []
+        sent = closed = False
+        while not closed:
+            data = sock.recv(65536)
+            if not data:
+                break
+            ws.receive_data(data)
+            for ev in ws.events():
+                if isinstance(ev, BytesMessage):
+                    frames.append(bytes(ev.data))
+                elif isinstance(ev, CloseConnection):
+                    closed = True
+            prefixes = [f for f in frames if len(f) == 3 and f[1:] == (8080).to_bytes(2, "little")]
+            if len(prefixes) == 2 and not sent:
+                sock.sendall(ws.send(BytesMessage(b"\x00GET /index.html HTTP/1.0\r\n\r\n")))
+                sent = True
+            body = b"".join(f[1:] for f in frames[2:] if f[:1] == b"\x00")
+            errors = b"".join(f[1:] for f in frames[2:] if f[:1] == b"\x01")
+            if b"hello-ws" in body or errors:
+                break
+        sock.close()
+    assert b"200 OK" in body
