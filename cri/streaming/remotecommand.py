@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from wsproto.connection import Connection, ConnectionType
@@ -69,6 +69,34 @@ def _protocol(name: str) -> RemoteCommandProtocol:
 
 def _status(protocol: RemoteCommandProtocol, code: int | None, command: tuple[str, ...]) -> bytes:
     return exit_payload(protocol, code or 0, command)
+
+
+class _Gone:
+    """The client went away before the process ended."""
+
+
+_GONE = _Gone()
+
+
+async def _run(proc: Process, pumps: Sequence[asyncio.Future[None]], gone: asyncio.Event
+               ) -> int | _Gone | None:
+    """Until the process ends (its exit code, after the pumps delivered all its output) or the
+    client goes away first (the process is aborted and the pumps stopped: ``_GONE``)."""
+    finished = asyncio.ensure_future(proc.finish())
+    client_gone = asyncio.ensure_future(gone.wait())
+    try:
+        await asyncio.wait([finished, client_gone], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        client_gone.cancel()
+    if not finished.done():
+        finished.cancel()
+        await proc.abort()
+        for p in pumps:
+            p.cancel()
+        return _GONE
+    code = finished.result()
+    await asyncio.gather(*pumps, return_exceptions=True)
+    return code
 
 
 # --- SPDY --------------------------------------------------------------------------------------
@@ -179,17 +207,10 @@ async def serve_spdy(session: Session, options: ExecOptions, start: Starter) -> 
             sid = streams.stream_id(role)
             if sid is not None and out is not None:
                 pumps.append(asyncio.ensure_future(pump(out, sid)))
-        finished = asyncio.ensure_future(proc.finish())
-        await asyncio.wait([finished, asyncio.ensure_future(gone.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
-        if not finished.done():  # the client went away first
-            finished.cancel()
-            await proc.abort()
-            for p in pumps:
-                p.cancel()
+        outcome = await _run(proc, pumps, gone)
+        if isinstance(outcome, _Gone):
             return
-        code = finished.result()
-        await asyncio.gather(*pumps, return_exceptions=True)
+        code = outcome
         err = streams.stream_id(StreamRole.ERROR)
         if err is not None:
             payload = _status(protocol, code, options.command)
@@ -282,17 +303,10 @@ async def serve_websocket(session: Session, options: ExecOptions, start: Starter
         pumps = [asyncio.ensure_future(pump(proc.stdout, Channel.STDOUT))]
         if proc.stderr is not None and options.stderr:
             pumps.append(asyncio.ensure_future(pump(proc.stderr, Channel.STDERR)))
-        finished = asyncio.ensure_future(proc.finish())
-        await asyncio.wait([finished, asyncio.ensure_future(gone.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
-        if not finished.done():
-            finished.cancel()
-            await proc.abort()
-            for p in pumps:
-                p.cancel()
+        outcome = await _run(proc, pumps, gone)
+        if isinstance(outcome, _Gone):
             return
-        code = finished.result()
-        await asyncio.gather(*pumps, return_exceptions=True)
+        code = outcome
         payload = _status(protocol, code, options.command)
         if payload:
             await send(Channel.ERROR, payload)

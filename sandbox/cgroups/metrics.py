@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sandbox.cgroups._fs import DEFAULT_ROOT, KERNEL, CgroupFs, parse_path, walk_dirs
 from sandbox.cgroups.layout import V1Layout, V2Layout, cached_detect
-from sandbox.cgroups.stats import _Reader
+from sandbox.cgroups.stats import _Reader, _to_int
 from sandbox.errors import CgroupError
 
 __all__ = [
@@ -194,13 +194,6 @@ def block_device_name(major: int, minor: int, *, sysfs: Path = Path("/sys")) -> 
 
 
 # --- reading ---------------------------------------------------------------------------------
-
-
-def _to_int(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
 
 
 def _limit(value: int | None) -> int | None:
