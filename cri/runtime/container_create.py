@@ -122,8 +122,12 @@ async def create_container(rt: Runtime, pod_id: str, config: api_pb2.ContainerCo
 
 
 async def _mount_image_volumes(rt: Runtime, ctr: Container, config: api_pb2.ContainerConfig,
-                               undo: contextlib.AsyncExitStack) -> dict[str, Path]:
+                               undo: contextlib.AsyncExitStack
+                               ) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each image volume mounted read-only: container path -> what to bind, and container
+    path -> the id of the image mounted there (recorded in meta, reported in ContainerStatus)."""
     out: dict[str, Path] = {}
+    ids: dict[str, str] = {}
     for i, m in enumerate(config.mounts):
         if not (m.HasField("image") and m.image.image):
             continue
@@ -143,17 +147,8 @@ async def _mount_image_volumes(rt: Runtime, ctr: Container, config: api_pb2.Cont
                                       f"{m.image_sub_path!r} does not exist in the image")
             source = sub
         out[m.container_path] = source
-    return out
-
-
-def _image_mount_ids(rt: Runtime, config: api_pb2.ContainerConfig) -> dict[str, str]:
-    out = {}
-    for m in config.mounts:
-        if m.HasField("image") and m.image.image:
-            rec = rt.images.resolve(m.image.image)
-            if rec is not None:
-                out[m.container_path] = rec.id
-    return out
+        ids[m.container_path] = rec.id
+    return out, ids
 
 
 async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
@@ -177,7 +172,7 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
         undo.callback(rt.images.store.unpin, rec.chain_ids)
         await mount_rootfs(rt.images.store, rec.chain_ids, ctr.rootfs, upper=ctr.upper)
         undo.push_async_callback(asyncio.to_thread, unmount, ctr.rootfs)
-        image_mounts = await _mount_image_volumes(rt, ctr, config, undo)
+        image_mounts, image_mount_ids = await _mount_image_volumes(rt, ctr, config, undo)
         user = _UserRequest(
             image_user=image_cfg.user,
             run_as_user=sc.run_as_user.value if sc.HasField("run_as_user") else None,
@@ -209,7 +204,6 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             log_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             return done
 
-        image_mount_ids = _image_mount_ids(rt, config)
         ctr = await asyncio.to_thread(prepare)
         undo.push_async_callback(_delete_runc, rt, ctr_id)
         try:

@@ -37,12 +37,11 @@ async def exec_sync_rpc(rt: Runtime, ctr_id: str, cmd: list[str], timeout: int  
     if not ctr.running:
         raise FailedPrecondition(f"container {ctr.id} is {ctr.status.state.value}, not running")
     process = await asyncio.to_thread(_process, ctr)
-    scratch = rt.run_dir.parent / "exec"
-    await asyncio.to_thread(scratch.mkdir, mode=0o700, parents=True, exist_ok=True)
+    await asyncio.to_thread(rt.exec_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
     try:
         res = await exec_sync(rt.oci.runtime_path, rt.oci.runtime_root, ctr.id, cmd,
                               container_process=process, timeout=timeout or None,
-                              scratch_dir=scratch)
+                              scratch_dir=rt.exec_dir)
     except (OCINotFound, OCINotRunning) as exc:
         raise FailedPrecondition(f"container {ctr.id} is not running: {exc}") from exc
     except OCIRuntimeError as exc:

@@ -40,7 +40,7 @@ async def update_container_resources(rt: Runtime, ctr_id: str,
             raise FailedPrecondition(f"container {ctr.id} is {ctr.status.state.value}: its "
                                      "resources cannot be updated")
         try:
-            await rt.oci.update(ctr.id, resources, rt.run_dir.parent / "exec")
+            await rt.oci.update(ctr.id, resources, rt.exec_dir)
         except OCIRuntimeError as exc:
             raise InvalidArgument(f"cannot update resources of container {ctr.id}: {exc}") from exc
         await asyncio.to_thread(_rewrite_spec, ctr, resources)

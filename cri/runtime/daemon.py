@@ -39,6 +39,9 @@ class Runtime:
         self.events = EventBus()
         self.run_dir = runroot / "sandboxes"
         self.exits_dir = runroot / "exits"
+        # Scratch dirs of runc exec / update calls (process.json, pid files); what a crash left
+        # there is cleaned up at start-up.
+        self.exec_dir = runroot / "exec"
         self.image_root = root / "images"  # the image store (content and unpacked layers)
         self.container_root = self.containers.dir  # container state and writable layers
         self.oci = OCIRuntime(

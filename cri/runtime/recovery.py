@@ -92,7 +92,7 @@ async def recover(rt: Runtime) -> None:
             if rec is not None:
                 rt.images.store.pin(rec.chain_ids)
     # Execs that were in flight when the daemon died must not run on past their timeout.
-    killed = await asyncio.to_thread(kill_orphaned_execs, rt.run_dir.parent / "exec")
+    killed = await asyncio.to_thread(kill_orphaned_execs, rt.exec_dir)
     if killed:
         log.warning("killed %d processes of ExecSync calls cut short by the restart", killed)
     # Exits are watched before anything is torn down: stopping an infra waits for its exit.

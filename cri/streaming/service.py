@@ -158,7 +158,7 @@ class Streaming:
             spec = json.loads(await asyncio.to_thread((ctr.bundle / "config.json").read_bytes))
             ex = await ExecStream.start(rt.oci.runtime_path, rt.oci.runtime_root, ctr.id,
                                         list(req.command), container_process=spec["process"],
-                                        tty=req.tty, scratch_dir=Path(rt.run_dir.parent) / "exec")
+                                        tty=req.tty, scratch_dir=rt.exec_dir)
             return _Exec(ex)
 
         await self._serve(session, start)
