@@ -20,16 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.percentiles import pct
 from cri.api import api_pb2, api_pb2_grpc
 from tests.e2e.containers import IMAGE, new_pod, pull, remove_pod, start_registry
 from tests.e2e.helpers import Daemon, pod_config
 
 TARGETS_MS = {"Create+Start": 55.0, "StopContainer": 40.0, "ListContainers": 5.0}
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def ctr_config(name: str) -> api_pb2.ContainerConfig:

@@ -18,15 +18,11 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.percentiles import pct
 from cri.api import api_pb2, api_pb2_grpc
 from tests.e2e.helpers import Daemon, pod_config
 
 TARGETS_MS = {"RunPodSandbox": 90.0, "Stop+Remove": 80.0}
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def bench(stub: api_pb2_grpc.RuntimeServiceStub, n: int) -> dict[str, list[float]]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.percentiles import pct
 from cri.api import api_pb2
 from tests.e2e.containers import Pod, new_pod, pull, remove_pod, start_registry
 from tests.e2e.helpers import Daemon
@@ -30,11 +31,6 @@ from tests.e2e.test_streaming import SpdyClient, exec_url, spdy_session
 
 CHUNK = 32 * 1024
 PORT = 8080
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def exec_sync(pod: Pod, ctr: str, n: int) -> list[float]:
