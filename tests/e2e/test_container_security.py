@@ -481,7 +481,12 @@ def test_env_image_then_cri(pod: Pod, env_image: str) -> None:
 
 def processes(pod: Pod, ctr: str) -> dict[int, str]:
     """pid -> command line of every process the container can see."""
-    script = 'for p in /proc/[0-9]*; do echo "${p#/proc/} $(tr "\\0" " " < $p/cmdline)"; done'
+    # A host process's argv may hold newlines (PID NODE sees them all): flatten those too, and
+    # skip processes that exit while the loop runs.
+    script = (
+        'for p in /proc/[0-9]*; do c=$(tr "\\0\\n" "  " 2>/dev/null < $p/cmdline) '
+        '&& echo "${p#/proc/} $c"; done'
+    )
     out = exec_ok(pod, ctr, ["sh", "-c", script])
     procs = {}
     for line in out.splitlines():
@@ -513,8 +518,9 @@ def test_pid_namespace_pod(pod: Pod) -> None:
 def test_pid_namespace_node(pod: Pod) -> None:
     ctr = run(pod, "host", ["sleep", "1001"], security=pid_mode(NS.NODE))
     procs = processes(pod, ctr)
-    me = Path(f"/proc/{os.getpid()}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    assert procs.get(os.getpid()) == me
+    me = Path(f"/proc/{os.getpid()}/cmdline").read_bytes().translate(bytes.maketrans(b"\0\n", b"  "))
+    me_text = me.decode().strip()
+    assert procs.get(os.getpid()) == me_text
     assert not procs[1].startswith(("sleep", "/pause")), procs[1]
 
 
