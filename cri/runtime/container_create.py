@@ -166,8 +166,11 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
         ident = Identity(uid=0, gid=0, additional_gids=(), username="", home="/")
         ctr = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
                                       cgroup_path, stop_signal, ident, pid_mode, {}), config)
-        await asyncio.to_thread(rt.containers.begin, ctr)  # fsyncs: off the event loop
+        await asyncio.to_thread(rt.containers.begin, ctr)
         undo.callback(rt.containers.discard, ctr_id)
+        # The record reaches the disk while the rootfs is mounted and runc runs.
+        synced = asyncio.ensure_future(asyncio.to_thread(rt.containers.sync_begin, ctr))
+        undo.push_async_callback(_settle, synced)
         rt.images.store.pin(rec.chain_ids)
         undo.callback(rt.images.store.unpin, rec.chain_ids)
         await mount_rootfs(rt.images.store, rec.chain_ids, ctr.rootfs, upper=ctr.upper)
@@ -217,6 +220,7 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             raise DeadlineExceeded(f"container create timed out: {exc}") from exc
         except OCIRuntimeError as exc:
             raise Internal(f"container create failed: {exc}") from exc
+        await synced
         ctr.status.pid = pid
         ctr.set_state(ContainerState.CREATED)
         rt.containers.commit(ctr)
@@ -247,6 +251,13 @@ def _meta(ctr_id: str, name: str, pod: Sandbox, config: api_pb2.ContainerConfig,
         additional_gids=list(ident.additional_gids), username=ident.username,
         pid_namespace=pid_mode, image_mounts=image_mounts,
     )
+
+
+async def _settle(task: asyncio.Future[None]) -> None:
+    """Let a rolled-back creation's fsync thread finish before its files go."""
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("syncing a rolled-back container record: %s", task.exception())
 
 
 async def _delete_runc(rt: Runtime, ctr_id: str) -> None:

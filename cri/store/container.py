@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from cri.api import api_pb2
 from cri.errors import FailedPrecondition
-from cri.store.durable import make_private_dir, read_json, write_atomic, write_json
+from cri.store.durable import make_private_dir, read_json, sync_paths, write_atomic, write_json
 from cri.store.registrar import IdIndex, NameRegistrar
 
 log = logging.getLogger(__name__)
@@ -154,10 +154,18 @@ class ContainerStore:
 
     def begin(self, ctr: Container) -> None:
         """Write the immutable part before any resource exists: recovery tears down a
-        container with meta.json but no status.json."""
+        container with meta.json but no status.json.
+
+        Renamed into place but not yet on disk: that is enough for a daemon crash, and
+        sync_begin() (run alongside `runc create`, awaited before commit) adds the machine
+        crash without four fsyncs on the create path.
+        """
         make_private_dir(ctr.dir)
-        write_atomic(ctr.dir / "config.pb", ctr.config.SerializeToString())
-        write_json(ctr.dir / "meta.json", dataclasses.asdict(ctr.meta))
+        write_atomic(ctr.dir / "config.pb", ctr.config.SerializeToString(), durable=False)
+        write_json(ctr.dir / "meta.json", dataclasses.asdict(ctr.meta), durable=False)
+
+    def sync_begin(self, ctr: Container) -> None:
+        sync_paths([ctr.dir / "config.pb", ctr.dir / "meta.json", ctr.dir, self.dir])
 
     def update_meta(self, ctr: Container) -> None:
         """Rewrite meta.json (the identity is only known once the rootfs is mounted)."""

@@ -45,6 +45,20 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_bytes())
 
 
+def sync_paths(paths: list[Path]) -> None:
+    """fsync files and directories written earlier without it (in order, so a file before the
+    directory that names it). A path removed meanwhile (a creation rolled back) is skipped."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def make_private_dir(path: Path) -> None:
     """A 0700 directory (state dirs are never readable by others)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -185,6 +185,19 @@ def test_begun_but_not_committed_comes_back_unfinished(tmp_path: Path) -> None:
     assert ok.dir.exists()
 
 
+def test_sync_begin_after_a_rollback_is_harmless(tmp_path: Path) -> None:
+    """The fsync of a record runs alongside runc: a creation rolled back meanwhile has
+    removed the files, and syncing what is left must neither fail nor recreate them."""
+    store = ContainerStore(tmp_path)
+    ctr = make(store, "aaa")
+    store.begin(ctr)
+    store.sync_begin(ctr)
+    assert ContainerStore(tmp_path).load()[1][0].meta == ctr.meta
+    store.discard("aaa")
+    store.sync_begin(ctr)
+    assert not ctr.dir.exists()
+
+
 def test_torn_status_comes_back_unfinished(tmp_path: Path) -> None:
     store = ContainerStore(tmp_path)
     for ident, text in (("s1", "{not json"), ("s2", '{"state": "bogus"}'), ("s3", "[]")):
