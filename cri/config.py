@@ -76,6 +76,13 @@ class RuntimeConfig:
     pids_limit: int = _opt(
         0, "Most processes (and threads) one container may have; 0 leaves it to the pod cgroup."
     )
+    conmon_cgroup: str = _opt(
+        "/pycri-conmon",
+        "Cgroup (cgroupfs path) every conmon is moved into before it starts anything: outside "
+        "the daemon's own, so a service manager that kills pycri's cgroup on stop or restart "
+        "(systemd's default KillMode) leaves the containers' monitors alone. Empty keeps conmon "
+        "in the daemon's cgroup.",
+    )
 
 
 @dataclass
@@ -228,6 +235,8 @@ def validate(cfg: PycriConfig) -> None:
     for key in ("runtime_timeout",):
         if getattr(cfg.runtime, key) <= 0:
             raise ConfigError(f"pycri.runtime.{key}: must be positive")
+    if cfg.runtime.conmon_cgroup and not cfg.runtime.conmon_cgroup.startswith("/"):
+        raise ConfigError("pycri.runtime.conmon_cgroup: must start with / (or be empty)")
     if cfg.runtime.pids_limit < 0:
         raise ConfigError("pycri.runtime.pids_limit: must not be negative (0 = no limit)")
     if cfg.network.plugin_timeout <= 0:

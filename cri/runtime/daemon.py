@@ -19,6 +19,7 @@ from cri.runtime.events import EventBus
 from cri.runtime.network import PodNetwork
 from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
+from sandbox import cgroups
 from sandbox.cgroups.stats import CpuRate
 from sandbox.oci.exits import ExitWatcher
 from sandbox.oci.runc import mount_options
@@ -51,6 +52,7 @@ class Runtime:
             exits_dir=self.exits_dir,
             persist_root=root / "conmon",
             runc_timeout=config.runtime.runtime_timeout,
+            place_monitor=self._place_monitor if config.runtime.conmon_cgroup else None,
         )
         self.network = PodNetwork(config)
         self.images = Images(self.image_root, Path(config.image.registries_conf),
@@ -139,6 +141,9 @@ class Runtime:
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mount_options = await mount_options(self.oci.runtime_path)
+        if self.config.runtime.conmon_cgroup:
+            # Made once and kept: conmons outlive the daemon in it.
+            await asyncio.to_thread(cgroups.create_pod_cgroup, self.config.runtime.conmon_cgroup)
         await asyncio.to_thread(self.images.load)
         self.images.watch()
         from cri.streaming.service import Streaming
@@ -147,6 +152,9 @@ class Runtime:
         await streaming.start()
         self._streaming = streaming
         await recover(self)
+
+    def _place_monitor(self, pid: int) -> None:
+        cgroups.add_pid(self.config.runtime.conmon_cgroup, pid)
 
     def streaming(self) -> Streaming:
         if self._streaming is None:

@@ -17,6 +17,9 @@ from sandbox.oci.errors import OCIRuntimeError
 from sandbox.oci.runc import error_message, global_args
 
 SYNC_PIPE_ENV = "_OCI_SYNCPIPE"
+# conmon blocks on a read of this fd before it forks anything, so its parent can move it into
+# another cgroup first (every process it starts then inherits that cgroup).
+START_PIPE_ENV = "_OCI_STARTPIPE"
 # conmon rejects any other spelling ("No such log level").
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal", "panic")
 

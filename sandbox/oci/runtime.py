@@ -10,10 +10,13 @@ import os
 import re
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sandbox.errors import CgroupError
 from sandbox.oci.conmon import (
+    START_PIPE_ENV,
     SYNC_PIPE_ENV,
     ConmonArgs,
     ConmonExitedEarly,
@@ -49,7 +52,10 @@ class OCIRuntime:
         *,
         conmon_log_level: str = "error",
         runc_timeout: float = 30.0,
+        place_monitor: Callable[[int], None] | None = None,
     ) -> None:
+        """``place_monitor(pid)``, when given, moves a new conmon into its cgroup before
+        conmon starts anything (and may raise OSError or CgroupError to refuse it)."""
         self.runtime_path = runtime_path
         self.conmon_path = conmon_path
         self.runtime_root = runtime_root
@@ -57,6 +63,7 @@ class OCIRuntime:
         self.persist_root = persist_root
         self.conmon_log_level = conmon_log_level
         self.runc_timeout = runc_timeout
+        self.place_monitor = place_monitor
 
     def persist_dir(self, ctr_id: str) -> Path:
         """conmon's per-container dir: conmon.pid, and ``exit`` / ``oom`` once they happen."""
@@ -177,6 +184,10 @@ class OCIRuntime:
 
     async def _spawn_conmon(self, argv: list[str], bundle: Path) -> int:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        start_read, start_write = os.pipe2(os.O_CLOEXEC) if self.place_monitor else (-1, -1)
+        env = {**RUNTIME_ENV, SYNC_PIPE_ENV: str(write_fd)}
+        if self.place_monitor:
+            env[START_PIPE_ENV] = str(start_read)
         proc: asyncio.subprocess.Process | None = None
         try:
             try:
@@ -185,8 +196,8 @@ class OCIRuntime:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.PIPE,
-                    pass_fds=(write_fd,),
-                    env={**RUNTIME_ENV, SYNC_PIPE_ENV: str(write_fd)},
+                    pass_fds=(write_fd, start_read) if self.place_monitor else (write_fd,),
+                    env=env,
                     cwd=bundle,
                     # Own session from the first instruction: a signal to the daemon's process
                     # group (Ctrl-C, a service manager's stop) must never reach a conmon.
@@ -197,6 +208,16 @@ class OCIRuntime:
             finally:
                 # Only conmon may hold the write end, so its death reads as EOF here.
                 os.close(write_fd)
+                if self.place_monitor:
+                    os.close(start_read)
+            if self.place_monitor:
+                # On failure conmon is killed (below) before the start pipe closes: EOF
+                # would let it go on in the wrong cgroup.
+                try:
+                    self.place_monitor(proc.pid)
+                except (OSError, CgroupError) as exc:
+                    raise OCIRuntimeError(f"cannot move conmon into its cgroup: {exc}") from exc
+                os.write(start_write, b"0")
             # The first conmon exits as soon as its daemonized child is forked; stderr reaches
             # EOF once that child has pointed its stdio at /dev/null.
             _, stderr = await proc.communicate()
@@ -212,6 +233,8 @@ class OCIRuntime:
             raise
         finally:
             os.close(read_fd)
+            if start_write >= 0:
+                os.close(start_write)
 
     async def _abort_create(self, ctr_id: str) -> None:
         pid = self.conmon_pid(ctr_id)

@@ -34,6 +34,9 @@ def session_leftovers(d: Daemon) -> list[str]:
         parent = hier / d.cgroup_parent.lstrip("/")
         if parent.is_dir() and any(p.is_dir() for p in parent.iterdir()):
             left.append(f"pod cgroups under {parent}")
+        monitors = hier / d.conmon_cgroup.lstrip("/") / "cgroup.procs"
+        if monitors.is_file() and monitors.read_text().strip():
+            left.append(f"processes in the conmon cgroup {monitors.parent}")
     if str(d.base) in Path("/proc/self/mountinfo").read_text():
         left.append("mounts under the test dir")
     veths = subprocess.run(["ip", "-o", "link", "show", "master", d.bridge],

@@ -50,6 +50,7 @@ class Daemon:
         self.plugin_dir = base / "plugins"  # test-only plugins, searched before the real ones
         self.plugin_dir.mkdir(parents=True)
         self.cgroup_parent = f"/pycri-e2e-{tag}"
+        self.conmon_cgroup = f"/pycri-e2e-{tag}-conmon"
         self.log = base / "daemon.log"
         self.config_path = base / "pycri.conf"
         self.registries_conf = base / "registries.conf"
@@ -63,6 +64,7 @@ class Daemon:
             f'listen = "{self.socket}"\n'
             "[pycri.runtime]\n"
             f'default_cgroup_parent = "{self.cgroup_parent}"\n'
+            f'conmon_cgroup = "{self.conmon_cgroup}"\n'
             "[pycri.image]\n"
             f'registries_conf = "{self.registries_conf}"\n'
             "[pycri.network]\n"
@@ -137,8 +139,9 @@ class Daemon:
         self.stop()
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
         for hier in Path("/sys/fs/cgroup").iterdir():
-            with contextlib.suppress(OSError):
-                (hier / self.cgroup_parent.lstrip("/")).rmdir()
+            for made in (self.cgroup_parent, self.conmon_cgroup):
+                with contextlib.suppress(OSError):
+                    (hier / made.lstrip("/")).rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
 
     def wait_for_log(self, *texts: str, timeout: float = 30) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import grpc
 import pytest
 
 from cri.api import api_pb2
+from sandbox import cgroups
 from tests.e2e.containers import (
     Pod,
     conmon_pids,
@@ -278,3 +280,59 @@ def test_pod_removed_after_a_restart_leaves_nothing(daemon: Daemon, image: str, 
         filter=api_pb2.ContainerFilter(pod_sandbox_id=pod.id)), timeout=10).containers == []
     assert pod.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(
         filter=api_pb2.PodSandboxFilter(id=pod.id)), timeout=10).items == []
+
+
+def service_hierarchy() -> Path:
+    """Where a service manager tracks a service's processes: the cgroup2 tree (v2 host, or a
+    hybrid host's unified mount is not it: systemd's own name=systemd hierarchy is)."""
+    layout = cgroups.detect()
+    if isinstance(layout, cgroups.V2Layout):
+        return layout.root
+    for h in layout.hierarchies:
+        if h.path.name == "systemd":
+            return h.path
+    pids = layout.dir_of("pids")
+    assert pids is not None, "no hierarchy to put a service in"
+    return pids
+
+
+def test_monitors_survive_a_service_stop_that_kills_the_daemon_cgroup(pod: Pod) -> None:
+    """A service manager stops or restarts pycri by killing every process of its cgroup
+    (systemd's default KillMode=control-group). Each conmon is moved into the configured
+    conmon cgroup before it starts anything, so the containers keep their monitor: the log
+    goes on while the daemon is gone and the exit is recorded after it is back."""
+    daemon = pod.daemon
+    assert daemon.proc is not None
+    svc = service_hierarchy() / f"pycri-e2e-service-{daemon.tag}"
+    svc.mkdir()
+    try:
+        (svc / "cgroup.procs").write_text(str(daemon.proc.pid))
+        ctr = pod.run("ticker", ["sh", "-c", TICKER])
+        pid = container_pid(pod, ctr)
+        [monitor] = conmon_pids(ctr)
+        assert monitor in cgroups.list_pids(daemon.conmon_cgroup, recursive=False)
+        wait_for_log(pod, ctr, "tick 2")
+        log = Path(pod.status(ctr).status.log_path)
+
+        def ticked() -> int:
+            return log.read_text().count(" stdout F tick ")
+
+        # The service stop: SIGKILL to every process in the daemon's cgroup.
+        for victim in (svc / "cgroup.procs").read_text().split():
+            os.kill(int(victim), signal.SIGKILL)
+        daemon.proc.wait(timeout=30)
+        daemon.proc = None
+        before = ticked()
+        wait_until("log lines written while the daemon is gone", lambda: ticked() >= before + 2)
+        assert alive(monitor) and alive(pid)
+        daemon.start()
+        pod.stop(ctr, timeout=0)
+        st = pod.status(ctr).status
+        assert (st.state, st.exit_code, st.reason) == (S.CONTAINER_EXITED, 137, "Error")
+    finally:
+        if daemon.proc is None:
+            daemon.start()
+        # Back to the hierarchy's root, so the test cgroup can go.
+        for left in (svc / "cgroup.procs").read_text().split():
+            (svc.parent / "cgroup.procs").write_text(left)
+        svc.rmdir()

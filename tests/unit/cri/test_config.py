@@ -58,6 +58,7 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.network]\nplugin_dirs = "/x"\n', "pycri.network.plugin_dirs"),
         ('[pycri.runtime]\ndefault_sysctls = ["novalue"]\n', "pycri.runtime.default_sysctls"),
         ('[pycri.runtime]\npids_limit = -1\n', "pycri.runtime.pids_limit"),
+        ('[pycri.runtime]\nconmon_cgroup = "conmon"\n', "pycri.runtime.conmon_cgroup"),
         ('[other]\nx = 1\n', "other"),
     ],
 )

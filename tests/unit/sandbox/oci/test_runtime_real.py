@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from sandbox import cgroups
+from sandbox.errors import CgroupError
 from sandbox.oci.errors import OCINotFound, OCINotRunning, OCIRuntimeError, OCITimeout
 from sandbox.oci.exits import ExitWatcher
 from sandbox.oci.runtime import OCIRuntime
@@ -280,6 +282,54 @@ def test_create_failure_leaves_nothing(env: Env, wait_exit: WaitExit) -> None:
 
     run(body())
     assert not (CGROUP_ROOT / "memory" / env.cgroup_parent.lstrip("/") / ctr_id).exists()
+
+
+def test_conmon_is_placed_before_it_starts_anything(env: Env, wait_exit: WaitExit) -> None:
+    """The placing hook sees a conmon that has not forked yet (it blocks on its start pipe),
+    so the monitor and everything it spawns start out in the chosen cgroup."""
+    monitors = f"{env.cgroup_parent}/monitors"
+    cgroups.create_pod_cgroup(monitors)
+    children_at_placing: list[str] = []
+
+    def place(pid: int) -> None:
+        children_at_placing.append(Path(f"/proc/{pid}/task/{pid}/children").read_text())
+        cgroups.add_pid(monitors, pid)
+
+    env.runtime.place_monitor = place
+    ctr_id = env.new_id()
+
+    async def body() -> None:
+        pid = await env.create(ctr_id, env.bundle(ctr_id))
+        conmon = env.runtime.conmon_pid(ctr_id)
+        assert conmon is not None
+        assert conmon in cgroups.list_pids(monitors, recursive=False)
+        assert pid not in cgroups.list_pids(monitors, recursive=False)  # runc moved it on
+        await env.runtime.delete(ctr_id, force=True)
+        await wait_exit(conmon)
+
+    run(body())
+    assert children_at_placing == [""]
+
+
+def test_conmon_that_cannot_be_placed_never_runs(env: Env, is_gone: Gone) -> None:
+    spawned: list[int] = []
+
+    def refuse(pid: int) -> None:
+        spawned.append(pid)
+        raise CgroupError(f"cannot move pid {pid}: no such cgroup")
+
+    env.runtime.place_monitor = refuse
+    ctr_id = env.new_id()
+
+    async def body() -> None:
+        with pytest.raises(OCIRuntimeError, match="cannot move conmon into its cgroup"):
+            await env.create(ctr_id, env.bundle(ctr_id))
+        assert await env.runtime.state(ctr_id) is None
+
+    run(body())
+    [pid] = spawned
+    assert is_gone(pid)  # killed while it still waited: no daemonized child, no runc
+    assert env.runtime.conmon_pid(ctr_id) is None
 
 
 def test_create_timeout_with_real_conmon(env: Env, wait_exit: WaitExit) -> None:
