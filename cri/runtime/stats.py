@@ -52,11 +52,18 @@ def _memory(stats: CgroupStats | None, now: int) -> api_pb2.MemoryUsage:
     )
 
 
+def _writable_layer(ctr: Container) -> tuple[int, int]:
+    try:
+        return diskusage.usage(ctr.upper)
+    except FileNotFoundError:  # not made yet, or the container was removed while we read
+        return 0, 0
+
+
 def _container_stats(rt: Runtime, ctr: Container) -> api_pb2.ContainerStats:
     now = time.time_ns()
     stats = read_stats(ctr.meta.cgroup_path) if ctr.running else None
     rate = _rate(rt, ctr.meta.cgroup_path, stats) if stats is not None else None
-    used, inodes = diskusage.usage(ctr.upper) if ctr.upper.is_dir() else (0, 0)
+    used, inodes = _writable_layer(ctr)
     return api_pb2.ContainerStats(
         attributes=api_pb2.ContainerAttributes(id=ctr.id, metadata=ctr.config.metadata,
                                                labels=ctr.config.labels,
@@ -91,7 +98,9 @@ def _ctr_matches(ctr: Container, f: api_pb2.ContainerStatsFilter | None) -> bool
 async def list_container_stats(rt: Runtime, f: api_pb2.ContainerStatsFilter | None
                                ) -> list[api_pb2.ContainerStats]:
     ctrs = [c for c in rt.containers if _ctr_matches(c, f)]
-    return await asyncio.to_thread(lambda: [_container_stats(rt, c) for c in ctrs])
+    stats = await asyncio.to_thread(lambda: [_container_stats(rt, c) for c in ctrs])
+    # Containers removed while the worker read them are not reported.
+    return [s for c, s in zip(ctrs, stats, strict=True) if rt.containers.get(c.id) is c]
 
 
 def _iface(s: IfaceStats) -> api_pb2.NetworkInterfaceUsage:
@@ -138,7 +147,8 @@ async def list_pod_sandbox_stats(rt: Runtime, f: api_pb2.PodSandboxStatsFilter |
     pods = [p for p in rt.sandboxes
             if f is None or ((not f.id or p.id.startswith(f.id)) and all(
                 p.config.labels.get(k) == v for k, v in f.label_selector.items()))]
-    return await asyncio.to_thread(lambda: [_pod_stats(rt, p) for p in pods])
+    stats = await asyncio.to_thread(lambda: [_pod_stats(rt, p) for p in pods])
+    return [s for p, s in zip(pods, stats, strict=True) if rt.sandboxes.get(p.id) is p]
 
 
 __all__ = ["container_stats", "list_container_stats",
