@@ -21,6 +21,22 @@ ERROR_CODES = {
 _STDERR_IN_MESSAGE = 512
 
 
+def _go_panic(stderr: str) -> str | None:
+    """"panic: <why> in <function> (<file:line>)" from a Go plugin's crash output, whose tail
+    (runtime frames) says nothing useful."""
+    lines = stderr.splitlines()
+    i = next((n for n, line in enumerate(lines) if line.startswith("panic: ")), None)
+    if i is None:
+        return None
+    why = lines[i][len("panic: "):]
+    for j in range(i + 1, len(lines) - 2):
+        if lines[j].startswith("goroutine ") and lines[j].endswith("[running]:"):
+            func = lines[j + 1].split("(", 1)[0]
+            where = lines[j + 2].strip().split(" ", 1)[0]
+            return f"panic: {why} in {func} ({where})"
+    return f"panic: {why}"
+
+
 class CNIError(Exception):
     """Base class of every error the cni package raises."""
 
@@ -63,7 +79,10 @@ class CNIPluginError(CNIError):
         if self.details:
             text += f"; {self.details}"
         stderr = self.stderr.strip()
-        if stderr:
+        panic = _go_panic(stderr)
+        if panic:
+            text += f" [{panic}]"
+        elif stderr:
             if len(stderr) > _STDERR_IN_MESSAGE:
                 stderr = "..." + stderr[-_STDERR_IN_MESSAGE:]
             text += f" [stderr: {stderr}]"

@@ -194,6 +194,8 @@ class CNINetwork:
         if capability_args is None:
             capability_args = entry.capability_args
         for plugin in self.config.plugins:
+            if _unshaped_bandwidth(plugin, capability_args):
+                continue
             await self._run("CHECK", plugin, container_id, netns, ifname, args, capability_args,
                             result)
 
@@ -222,3 +224,21 @@ class CNINetwork:
             log.warning("CNI cache %s holds the config of network %r", source, config.name)
             return None
         return cls(config, plugin_dirs, cache_dir, timeout=timeout)
+
+
+_RATE_KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
+
+
+def _unshaped_bandwidth(plugin: Mapping[str, Any], capability_args: Mapping[str, Any]) -> bool:
+    """A bandwidth plugin with no rate, neither in its config nor as the bandwidth capability.
+
+    It set nothing up at ADD, so there is nothing to CHECK, and containernetworking-plugins'
+    bandwidth up to 1.1 (Debian 12's) dereferences nil in CHECK then: a panic on every pod
+    without bandwidth annotations.
+    """
+    if plugin.get("type") != "bandwidth":
+        return False
+    declared = (plugin.get("capabilities") or {}).get("bandwidth") is True
+    dynamic = declared and bool(capability_args.get("bandwidth"))
+    return not dynamic and not any(plugin.get(key) for key in _RATE_KEYS)
+

@@ -7,6 +7,7 @@ nothing of it is left: no pod, container, mount, cgroup, veth, lease or state di
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -116,10 +117,74 @@ def test_pod_removed_while_its_containers_are_being_removed(daemon: Daemon, imag
     assert session_leftovers(daemon) == []
 
 
+def log_since(daemon: Daemon, offset: int) -> str:
+    with daemon.log.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
 def assert_no_errors_logged(daemon: Daemon, since: int) -> None:
     """Races lost gracefully: no ERROR line and no traceback in the daemon's log."""
-    with daemon.log.open("rb") as f:
-        f.seek(since)
-        text = f.read().decode(errors="replace")
+    text = log_since(daemon, since)
     bad = [line for line in text.splitlines() if " ERROR " in line or "Traceback" in line]
     assert not bad, bad[:10]
+
+
+def test_kill_9_in_the_middle_of_the_churn_recovers_to_a_clean_node(
+        daemon: Daemon, image: str, tmp_path: Path) -> None:
+    """The daemon is killed while pods and containers are being created, started and removed
+    on several threads. After the restart every pod and container it lists answers its status,
+    and removing them all leaves nothing behind: what was half made was torn down."""
+    killing = threading.Event()
+    enough = threading.Event()
+    made: list[str] = []
+    errors: list[str] = []
+
+    def worker(w: int) -> None:
+        i = 0
+        while not killing.is_set():
+            try:
+                pod = new_pod(daemon, tmp_path / f"k{w}-{i}")
+                i += 1
+                made.append(pod.run("a", ["sleep", "1000"]))
+                if i % 2:
+                    remove_pod(pod)
+            except grpc.RpcError as exc:
+                if not killing.is_set():
+                    errors.append(f"{exc.code()}: {exc.details()}")
+                return
+            if len(made) >= 3 * WORKERS:
+                enough.set()
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(WORKERS)]
+    for t in threads:
+        t.start()
+    try:
+        assert enough.wait(timeout=120), errors
+        killing.set()
+        daemon.stop(kill=True)
+        restarted = daemon.log.stat().st_size
+    finally:
+        killing.set()
+        for t in threads:
+            t.join(timeout=120)
+        if daemon.proc is None:
+            daemon.start()
+    assert not errors, errors[:10]
+    # Each surviving pod's network is CHECKed after the restart (in the background): healthy.
+    deadline = time.monotonic() + 60
+    while "network checked after restart" not in log_since(daemon, restarted):
+        assert time.monotonic() < deadline, daemon.log_tail()
+        time.sleep(0.05)
+    rt = daemon.runtime()
+    for c in rt.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers:
+        rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=c.id), timeout=10)
+    pods = rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10).items
+    assert pods, "the pods that were running before the kill are gone"
+    for p in pods:
+        rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=p.id), timeout=10)
+        rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=p.id), timeout=60)
+        rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=p.id), timeout=60)
+    assert rt.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers == []
+    assert "CHECK failed" not in log_since(daemon, restarted)
+    assert session_leftovers(daemon) == []

@@ -65,6 +65,33 @@ exit 1
     assert "failer" in text and "ADD" in text and "code 7" in text and "bad config" in text
 
 
+GO_PANIC = """panic: runtime error: invalid memory address or nil pointer dereference
+[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x536ff6]
+
+goroutine 1 [running]:
+main.cmdCheck(0xc00008c770)
+\tgithub.com/containernetworking/plugins/plugins/meta/bandwidth/main.go:301 +0x2d6
+github.com/containernetworking/cni/pkg/skel.(*dispatcher).checkVersionAndCall(0xc000093eb8)
+\tgithub.com/containernetworking/cni/pkg/skel/skel.go:166 +0x20a
+main.main()
+\tgithub.com/containernetworking/plugins/plugins/meta/bandwidth/main.go:249 +0xcf
+"""
+
+
+def test_go_panic_is_reported_by_its_first_lines(tmp_path: Path) -> None:
+    """A Go plugin that panics prints the cause first and runtime frames after it: the error
+    names the cause and the plugin's own frame, not the tail."""
+    (tmp_path / "trace").write_text(GO_PANIC)
+    plugin = script(tmp_path / "bandwidth", f"cat >/dev/null\ncat {tmp_path / 'trace'} >&2\nexit 2\n")
+    with pytest.raises(CNIPluginError) as info:
+        run(plugin, "CHECK")
+    assert str(info.value) == (
+        "plugin 'bandwidth' CHECK failed: exited with status 2 [panic: runtime error: invalid "
+        "memory address or nil pointer dereference in main.cmdCheck "
+        "(github.com/containernetworking/plugins/plugins/meta/bandwidth/main.go:301)]")
+    assert info.value.stderr.strip() == GO_PANIC.strip()
+
+
 def test_non_json_failure_and_bounded_stderr(tmp_path: Path) -> None:
     plugin = script(tmp_path / "crasher", """cat >/dev/null
 echo 'panic: oops'

@@ -234,6 +234,23 @@ def test_bandwidth_check_uses_cached_args(lab: Lab) -> None:
     assert lab.leases() == []
 
 
+def test_check_of_a_pod_without_bandwidth_args(lab: Lab) -> None:
+    """The kubelet's common case: bandwidth in the list, no bandwidth annotation on the pod.
+    The bandwidth plugin shaped nothing and is not asked to CHECK it (its 1.1 panics); the
+    rest of the chain still is, and a broken attachment still fails."""
+    net = lab.network({"type": "bandwidth", "capabilities": {"bandwidth": True}})
+    netns = lab.netns()
+    cid, result = lab.add(net, netns)
+    asyncio.run(net.check(cid, netns))
+    host_veth = lab.bridge_ports()[0]
+    sh("ip", "link", "del", host_veth)  # what CHECK exists to notice
+    with pytest.raises(CNIPluginError) as info:
+        asyncio.run(net.check(cid, netns))
+    assert info.value.plugin == "bridge"
+    asyncio.run(net.delete(cid, netns))
+    assert lab.leases() == [] and result.interfaces
+
+
 def test_del_after_the_netns_is_gone(lab: Lab) -> None:
     net = lab.network({"type": "loopback"})
     # 1. The netns was deleted, and the config file too: DEL from the cached config.
