@@ -141,8 +141,9 @@ def test_kill_9_in_the_middle_of_the_churn_recovers_to_a_clean_node(
     errors: list[str] = []
 
     def worker(w: int) -> None:
+        # Calls go on until the kill makes one fail, so it lands in the middle of them.
         i = 0
-        while not killing.is_set():
+        while True:
             try:
                 pod = new_pod(daemon, tmp_path / f"k{w}-{i}")
                 i += 1
