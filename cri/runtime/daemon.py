@@ -19,7 +19,7 @@ from cri.runtime.events import EventBus
 from cri.runtime.network import PodNetwork
 from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
-from sandbox import cgroups
+from sandbox import cgroups, diskusage
 from sandbox.cgroups.stats import CpuRate
 from sandbox.oci.exits import ExitWatcher
 from sandbox.oci.runc import mount_options
@@ -66,6 +66,8 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         # The previous CPU sample of each cgroup, for usage_nano_cores (dropped on removal).
         self.cpu_rates: dict[str, CpuRate] = {}
+        # Writable-layer sizes, re-walked as often as their cost allows (dropped on removal).
+        self.layer_usage = diskusage.UsageCache()
         self._streaming: Any = None  # cri.streaming.service.Streaming, once started
         # What the OCI runtime supports (`runc features`), learnt at start-up.
         self.mount_options: frozenset[str] = frozenset()

@@ -177,7 +177,7 @@ async def list_pod_sandbox_metrics(rt: Runtime) -> list[api_pb2.PodSandboxMetric
     """Every pod's metrics, read in one pass in a worker thread (the stores are only touched
     here, on the event loop)."""
     work = [(pod, rt.containers.of_pod(pod.id)) for pod in rt.sandboxes]
-    return await asyncio.to_thread(_collect, work)
+    return await asyncio.to_thread(_collect, work, rt.layer_usage)
 
 
 # --- building ----------------------------------------------------------------------------------
@@ -214,11 +214,12 @@ class _Devices:
         return self._names[key]
 
 
-def _collect(work: list[tuple[Sandbox, list[Container]]]) -> list[api_pb2.PodSandboxMetrics]:
+def _collect(work: list[tuple[Sandbox, list[Container]]], layers: diskusage.UsageCache
+             ) -> list[api_pb2.PodSandboxMetrics]:
     devices = _Devices()
     out = []
     for pod, ctrs in work:
-        ctr_metrics = [_container(pod, c, devices) for c in ctrs if c.running]
+        ctr_metrics = [_container(pod, c, devices, layers) for c in ctrs if c.running]
         out.append(api_pb2.PodSandboxMetrics(pod_sandbox_id=pod.id, metrics=_network(pod),
                                              container_metrics=ctr_metrics))
     return out
@@ -254,13 +255,14 @@ def _interface(s: _Series, i: IfaceStats) -> None:
     s.add("container_network_transmit_errors_total", i.tx_errors, name)
 
 
-def _container(pod: Sandbox, ctr: Container, devices: _Devices) -> api_pb2.ContainerMetrics:
+def _container(pod: Sandbox, ctr: Container, devices: _Devices, layers: diskusage.UsageCache
+               ) -> api_pb2.ContainerMetrics:
     md = pod.config.metadata
     s = _Series([ctr.config.metadata.name, ctr.id, ctr.meta.image, ctr.meta.name,
                  md.namespace, md.name])
     s.add("container_last_seen", s.timestamp // _NS)
     s.add("container_start_time_seconds", (ctr.status.started_at or ctr.meta.created_at) // _NS)
-    _writable_layer(s, ctr, devices)
+    _writable_layer(s, ctr, devices, layers)
     try:
         stats = read_stats(ctr.meta.cgroup_path)
         extra = read_metrics(ctr.meta.cgroup_path)
@@ -279,11 +281,12 @@ def _container(pod: Sandbox, ctr: Container, devices: _Devices) -> api_pb2.Conta
     return api_pb2.ContainerMetrics(container_id=ctr.id, metrics=s.metrics)
 
 
-def _writable_layer(s: _Series, ctr: Container, devices: _Devices) -> None:
+def _writable_layer(s: _Series, ctr: Container, devices: _Devices,
+                    layers: diskusage.UsageCache) -> None:
     try:
         st = os.stat(ctr.upper)
         vfs = os.statvfs(ctr.upper)
-        used, _ = diskusage.usage(ctr.upper)
+        used = layers.usage(ctr.id, ctr.upper).used_bytes
     except OSError as exc:
         log.debug("writable layer of container %s: %s", ctr.id, exc)
         return

@@ -52,18 +52,18 @@ def _memory(stats: CgroupStats | None, now: int) -> api_pb2.MemoryUsage:
     )
 
 
-def _writable_layer(ctr: Container) -> tuple[int, int]:
+def _writable_layer(rt: Runtime, ctr: Container, now: int) -> diskusage.Measured:
     try:
-        return diskusage.usage(ctr.upper)
+        return rt.layer_usage.usage(ctr.id, ctr.upper)
     except FileNotFoundError:  # not made yet, or the container was removed while we read
-        return 0, 0
+        return diskusage.Measured(0, 0, now)
 
 
 def _container_stats(rt: Runtime, ctr: Container) -> api_pb2.ContainerStats:
     now = time.time_ns()
     stats = read_stats(ctr.meta.cgroup_path) if ctr.running else None
     rate = _rate(rt, ctr.meta.cgroup_path, stats) if stats is not None else None
-    used, inodes = _writable_layer(ctr)
+    layer = _writable_layer(rt, ctr, now)
     return api_pb2.ContainerStats(
         attributes=api_pb2.ContainerAttributes(id=ctr.id, metadata=ctr.config.metadata,
                                                labels=ctr.config.labels,
@@ -71,10 +71,10 @@ def _container_stats(rt: Runtime, ctr: Container) -> api_pb2.ContainerStats:
         cpu=_cpu(stats, rate, now),
         memory=_memory(stats, now),
         writable_layer=api_pb2.FilesystemUsage(
-            timestamp=now,
+            timestamp=layer.at_ns,
             fs_id=api_pb2.FilesystemIdentifier(mountpoint=str(rt.container_root)),
-            used_bytes=api_pb2.UInt64Value(value=used),
-            inodes_used=api_pb2.UInt64Value(value=inodes)),
+            used_bytes=api_pb2.UInt64Value(value=layer.used_bytes),
+            inodes_used=api_pb2.UInt64Value(value=layer.inodes)),
         swap=api_pb2.SwapUsage(timestamp=now, swap_usage_bytes=_u64(
             stats.memory_swap if stats is not None else None)),
     )

@@ -24,6 +24,7 @@ from sandbox import cgroups
 from sandbox.cgroups import V1Layout
 from sandbox.cgroups.metrics import CgroupMetrics, HugetlbUsage, IoStat, Pressure
 from sandbox.cgroups.stats import CgroupStats
+from sandbox.diskusage import UsageCache
 from sandbox.errors import CgroupError
 from sandbox.netstats import IfaceStats
 
@@ -123,7 +124,8 @@ def _ctr(tmp_path: Path, pod: Sandbox, ctr_id: str, name: str, *, cgroup: str, p
 def _runtime(pods: list[tuple[Sandbox, list[Container]]]) -> Runtime:
     by_id = {p.id: ctrs for p, ctrs in pods}
     fake = SimpleNamespace(sandboxes=[p for p, _ in pods],
-                           containers=SimpleNamespace(of_pod=lambda pod_id: by_id.get(pod_id, [])))
+                           containers=SimpleNamespace(of_pod=lambda pod_id: by_id.get(pod_id, [])),
+                           layer_usage=UsageCache())
     return cast(Runtime, fake)
 
 

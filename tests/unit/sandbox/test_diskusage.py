@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.diskusage import usage
+from sandbox.diskusage import UsageCache, usage
 
 MiB = 1 << 20
 
@@ -169,3 +169,64 @@ def test_directory_swapped_for_a_symlink_is_not_followed(
     used, inodes = usage(top)
     assert inodes == 2  # top and the listed "sub"; nothing below the symlink
     assert used < MiB
+
+
+# --- UsageCache ------------------------------------------------------------------------------
+
+
+class FakeTree:
+    """A walk that costs ``cost`` seconds of a fake clock and reports a growing size."""
+
+    def __init__(self, cost: float) -> None:
+        self.now = 1000.0
+        self.cost = cost
+        self.walks = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def walk(self, path: Path) -> tuple[int, int]:
+        if not path.exists():
+            raise FileNotFoundError(path)
+        self.walks += 1
+        self.now += self.cost
+        return self.walks * 4096, self.walks
+
+
+def test_cheap_trees_are_measured_on_every_call(tmp_path: Path) -> None:
+    tree = FakeTree(cost=0.0)
+    cache = UsageCache(walk=tree.walk, clock=tree.clock)
+    assert [cache.usage("c1", tmp_path).used_bytes for _ in range(3)] == [4096, 8192, 12288]
+
+
+def test_costly_walks_are_reused_in_proportion_to_their_cost(tmp_path: Path) -> None:
+    tree = FakeTree(cost=0.4)  # a layer with ~100k files
+    times = iter(range(10**9, 2 * 10**9, 10**6))
+    cache = UsageCache(100.0, walk=tree.walk, clock=tree.clock, wall_ns=lambda: next(times))
+    first = cache.usage("c1", tmp_path)
+    tree.now += 39.0  # 0.4 s walk -> reused for 40 s from its start
+    assert cache.usage("c1", tmp_path) == first and tree.walks == 1
+    tree.now += 1.0
+    again = cache.usage("c1", tmp_path)
+    assert tree.walks == 2 and again.used_bytes == 8192 and again.at_ns > first.at_ns
+    # Each key is its own; forget() drops one (a removed container).
+    cache.usage("c2", tmp_path)
+    assert tree.walks == 3
+    cache.forget("c1")
+    cache.usage("c1", tmp_path)
+    assert tree.walks == 4
+
+
+def test_a_tree_that_is_gone_is_not_cached(tmp_path: Path) -> None:
+    tree = FakeTree(cost=1.0)
+    cache = UsageCache(walk=tree.walk, clock=tree.clock)
+    with pytest.raises(FileNotFoundError):
+        cache.usage("c1", tmp_path / "missing")
+    (tmp_path / "missing").mkdir()
+    assert cache.usage("c1", tmp_path / "missing").inodes == 1
+
+
+def test_the_real_walk_through_the_cache(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x" * 10000)
+    m = UsageCache().usage("c1", tmp_path)
+    assert m.used_bytes >= 10000 and m.inodes == 2 and m.at_ns > 0
