@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         # call) to wait for it; a pidfd in the event loop does the same without one. 3.12+
         # picks the pidfd watcher by itself.
         asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    return asyncio.run(serve(config))
+    try:
+        return asyncio.run(serve(config))
+    except ConfigError as exc:  # found only when the daemon applies it (e.g. a cgroup)
+        print(f"pycri: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cri.config import Config
+from cri.config import Config, ConfigError
 from cri.errors import NotFound, Unavailable
 from cri.image.images import Images
 from cri.runtime.events import EventBus
@@ -21,6 +21,7 @@ from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
 from sandbox import cgroups, diskusage
 from sandbox.cgroups.stats import CpuRate
+from sandbox.errors import CgroupError
 from sandbox.oci.exits import ExitWatcher
 from sandbox.oci.runc import mount_options
 from sandbox.oci.runtime import OCIRuntime
@@ -140,12 +141,17 @@ class Runtime:
         """Recover state written by an earlier daemon (kill -9 included)."""
         from cri.runtime.recovery import recover
 
+        if self.config.runtime.conmon_cgroup:
+            # Made once and kept: conmons outlive the daemon in it.
+            try:
+                await asyncio.to_thread(cgroups.create_pod_cgroup,
+                                        self.config.runtime.conmon_cgroup)
+            except CgroupError as exc:
+                raise ConfigError(f"pycri.runtime.conmon_cgroup: {exc} (an empty value keeps "
+                                  "conmon in pycri's own cgroup)") from exc
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mount_options = await mount_options(self.oci.runtime_path)
-        if self.config.runtime.conmon_cgroup:
-            # Made once and kept: conmons outlive the daemon in it.
-            await asyncio.to_thread(cgroups.create_pod_cgroup, self.config.runtime.conmon_cgroup)
         await asyncio.to_thread(self.images.load)
         self.images.watch()
         from cri.streaming.service import Streaming

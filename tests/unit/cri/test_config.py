@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -75,6 +76,19 @@ def test_cli_exits_2_on_invalid_config(tmp_path: Path, capsys: pytest.CaptureFix
     assert cli.main(["config", "--config", str(path)]) == cli.EXIT_CONFIG
     assert "pycri.log_level" in capsys.readouterr().err
     assert cli.main(["config", "--config", str(tmp_path / "missing.conf")]) == cli.EXIT_CONFIG
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the daemon runs as root")
+def test_serve_exits_2_on_a_conmon_cgroup_it_cannot_use(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pycri.conf"
+    path.write_text(f'[pycri]\nroot = "{tmp_path}/root"\nrunroot = "{tmp_path}/run"\n'
+                    f'[pycri.api]\nlisten = "{tmp_path}/run/pycri.sock"\n'
+                    '[pycri.runtime]\nconmon_cgroup = "/pycri/../conmon"\n')
+    assert cli.main(["serve", "--config", str(path)]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "pycri.runtime.conmon_cgroup" in err and "'..'" in err, err
+    assert not (tmp_path / "run" / "pycri.sock").exists()
 
 
 def test_cli_config_prints_effective_config(tmp_path: Path,
