@@ -1,5 +1,6 @@
 """CreateContainer / StartContainer / StopContainer / RemoveContainer latency over N sequential
-containers in one pod, then ListContainers with 110 pods / 330 containers.
+containers in one pod, then ListContainers, ListContainerStats and ListPodSandboxStats with
+110 pods / 330 running containers.
 
 Starts its own daemon and local registry (as the e2e tests do) with a runnable busybox image.
 The stopped container runs `top` under `sh -c` and gets SIGTERM, as in critest's benchmark.
@@ -15,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,11 +30,14 @@ from tests.e2e.helpers import Daemon, pod_config
 TARGETS_MS = {"Create+Start": 55.0, "StopContainer": 40.0, "ListContainers": 5.0}
 
 
-def ctr_config(name: str) -> api_pb2.ContainerConfig:
+TOP = ["sh", "-c", "trap 'exit 0' TERM; top -b -d 1 >/dev/null & wait"]
+
+
+def ctr_config(name: str, command: list[str] = TOP) -> api_pb2.ContainerConfig:
     return api_pb2.ContainerConfig(
         metadata=api_pb2.ContainerMetadata(name=name),
         image=api_pb2.ImageSpec(image=IMAGE),
-        command=["sh", "-c", "trap 'exit 0' TERM; top -b -d 1 >/dev/null & wait"],
+        command=command,
         log_path=f"{name}.log",
     )
 
@@ -62,30 +67,43 @@ def lifecycle(stub: api_pb2_grpc.RuntimeServiceStub, pod_id: str, pod_cfg: api_p
     return out
 
 
+def timed(call: Callable[[], object], samples: int) -> list[float]:
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def list_many(daemon: Daemon, stub: api_pb2_grpc.RuntimeServiceStub, pods: int, per_pod: int,
-              samples: int) -> list[float]:
-    """Fill the node with pods of created (not started) containers, then time ListContainers."""
+              samples: int) -> dict[str, list[float]]:
+    """Fill the node with pods of running `sleep` containers, then time ListContainers and the
+    kubelet's periodic stats calls."""
     def one_pod(i: int) -> str:
         cfg = pod_config(f"list-{i}")
         pod_id = stub.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg),
                                     timeout=120).pod_sandbox_id
         for j in range(per_pod):
-            stub.CreateContainer(api_pb2.CreateContainerRequest(
-                pod_sandbox_id=pod_id, config=ctr_config(f"c{j}"), sandbox_config=cfg),
-                timeout=120)
+            ctr = stub.CreateContainer(api_pb2.CreateContainerRequest(
+                pod_sandbox_id=pod_id, config=ctr_config(f"c{j}", ["sleep", "3600"]),
+                sandbox_config=cfg), timeout=120).container_id
+            stub.StartContainer(api_pb2.StartContainerRequest(container_id=ctr), timeout=120)
         return pod_id
 
     with ThreadPoolExecutor(8) as ex:
         pod_ids = list(ex.map(one_pod, range(pods)))
     try:
         got = len(stub.ListContainers(api_pb2.ListContainersRequest(), timeout=30).containers)
-        print(f"ListContainers over {got} containers in {len(pod_ids)} pods")
-        times = []
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            stub.ListContainers(api_pb2.ListContainersRequest(), timeout=30)
-            times.append((time.perf_counter() - t0) * 1e3)
-        return times
+        print(f"ListContainers over {got} running containers in {len(pod_ids)} pods")
+        return {
+            "ListContainers": timed(lambda: stub.ListContainers(
+                api_pb2.ListContainersRequest(), timeout=30), samples),
+            "ListContainerStats": timed(lambda: stub.ListContainerStats(
+                api_pb2.ListContainerStatsRequest(), timeout=60), samples // 10),
+            "ListPodSandboxStats": timed(lambda: stub.ListPodSandboxStats(
+                api_pb2.ListPodSandboxStatsRequest(), timeout=60), samples // 10),
+        }
     finally:
         def drop(pod_id: str) -> None:
             stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
@@ -115,7 +133,7 @@ def main() -> int:
                 results = lifecycle(stub, pod.id, pod.config, args.n, "c")
             finally:
                 remove_pod(pod)
-        results["ListContainers"] = list_many(daemon, stub, args.pods, args.per_pod, 100)
+        results.update(list_many(daemon, stub, args.pods, args.per_pod, 100))
     finally:
         if reg is not None:
             reg.stop()

@@ -28,6 +28,8 @@ _V1_UNLIMITED_FLOOR = 1 << 62
 # A file read from a cgroup that is going away: ENOENT once the directory is gone, ENODEV when it
 # was opened just before rmdir.
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV})
+# The v1 controllers _read_v1 reads.
+_V1_READ = frozenset({"cpuacct", "memory", "pids"})
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,16 @@ def read_stats(path: str, *, root: Path = DEFAULT_ROOT, fs: CgroupFs = KERNEL) -
     if isinstance(layout, V2Layout):
         dirs = [layout.root.joinpath(*parts)]
     else:
-        dirs = [h.path.joinpath(*parts) for h in layout.hierarchies]
-    present = [d for d in dirs if d.is_dir()]
+        # Only the hierarchies read below (the first one when none of them is mounted).
+        read = [h.path for h in layout.hierarchies if h.controllers & _V1_READ]
+        dirs = [base.joinpath(*parts) for base in read or [layout.hierarchies[0].path]]
+    present = [d for d in dirs if os.path.isdir(d)]
     if not present:
         return None
     reader = _Reader(fs)
     stats = _read_v1(reader, layout, parts) if isinstance(layout, V1Layout) else _read_v2(reader, dirs[0])
     # A half-read cgroup would pair, say, CPU from before the removal with no memory at all.
-    if not all(d.is_dir() for d in present):
+    if not all(os.path.isdir(d) for d in present):
         return None
     return stats
 
