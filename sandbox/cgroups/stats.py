@@ -95,16 +95,34 @@ def usage_nano_cores(prev: CgroupStats | None, cur: CgroupStats) -> int | None:
     return used * 1_000_000_000 // elapsed
 
 
+# Samples closer than this to the last kept one are not kept (see CpuRate).
+MIN_RATE_WINDOW_NS = 1_000_000_000
+
+
 class CpuRate:
-    """Remembers the previous sample of one cgroup so each new one yields a rate."""
+    """Remembers earlier samples of one cgroup so each new one yields a rate.
+
+    The kubelet asks for container and pod stats back to back, and both carry the same
+    containers: a rate over the few milliseconds between them would be noise. A sample closer
+    than MIN_RATE_WINDOW_NS to the last kept one is measured against the one kept before it
+    and is not kept itself.
+    """
 
     def __init__(self) -> None:
         self._last: CgroupStats | None = None
+        self._prev: CgroupStats | None = None
 
     def update(self, stats: CgroupStats) -> int | None:
-        """Rate since the previous sample (None for the first); ``stats`` becomes the baseline."""
-        rate = usage_nano_cores(self._last, stats)
-        self._last = stats
+        """Rate since an earlier sample (None for the first, or after the counter restarted)."""
+        last = self._last
+        if last is not None and stats.timestamp_ns - last.timestamp_ns < MIN_RATE_WINDOW_NS:
+            rate = usage_nano_cores(self._prev or last, stats)
+            if rate is not None:
+                return rate
+        else:
+            rate = usage_nano_cores(last, stats)
+        # A rate of None from a kept sample: the first one, or a recreated cgroup.
+        self._prev, self._last = (last, stats) if rate is not None else (None, stats)
         return rate
 
 

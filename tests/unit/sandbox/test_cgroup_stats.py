@@ -349,6 +349,28 @@ def test_cpu_rate_uses_the_previous_sample() -> None:
     assert rate.update(_sample(4_000_000_000, 500_000_100)) == 500_000_000
 
 
+def test_cpu_rate_of_back_to_back_samples_uses_a_longer_window() -> None:
+    """ListContainerStats then ListPodSandboxStats a few ms apart: the second rate is taken over
+    the window before the first (not over 5 ms), and the close sample is not kept."""
+    rate = CpuRate()
+    s = 1_000_000_000
+    assert rate.update(_sample(0, 0)) is None
+    assert rate.update(_sample(10 * s, 5 * s)) == s // 2
+    # 5 ms later, 1 ms of CPU more: against the sample before (10 s + 5 ms earlier).
+    assert rate.update(_sample(10 * s + 5_000_000, 5 * s + 1_000_000)) == (
+        (5 * s + 1_000_000) * s // (10 * s + 5_000_000))
+    # The next normal sample is against the last kept one (at 10 s).
+    assert rate.update(_sample(20 * s, 15 * s)) == s
+    # Close to the very first sample, with nothing before it: against that one.
+    fresh = CpuRate()
+    fresh.update(_sample(0, 0))
+    assert fresh.update(_sample(500_000_000, 250_000_000)) == s // 2
+    assert fresh.update(_sample(2 * s, 1_000_000_000)) == s // 2  # 0 -> 2 s: still kept baseline
+    # A restarted counter, even close to the last sample, starts over.
+    assert rate.update(_sample(20 * s + 1, 5)) is None
+    assert rate.update(_sample(22 * s, 2 * s + 5)) == s
+
+
 # --- the real thing -----------------------------------------------------------------------------
 
 REAL = Path("/sys/fs/cgroup")
