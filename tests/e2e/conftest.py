@@ -17,15 +17,24 @@ from tests.fixtures.registry import LocalRegistry
 @pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     need_root()
+    netns_before = pod_netns()
     d = Daemon.new()
     d.start()
     try:
         yield d
         # Every test removes its pods: the whole session must leave nothing behind.
         left = session_leftovers(d)
+        if pod_netns() - netns_before:
+            left.append(f"network namespaces {sorted(pod_netns() - netns_before)}")
         assert not left, f"leaked after the e2e session: {left}"
     finally:
         d.cleanup()
+
+
+def pod_netns() -> set[str]:
+    """The pod network namespaces pinned on the node (pycri names them pycri-<pod id prefix>)."""
+    pinned = Path("/var/run/netns")
+    return {p.name for p in pinned.glob("pycri-*")} if pinned.is_dir() else set()
 
 
 def session_leftovers(d: Daemon) -> list[str]:

@@ -135,7 +135,11 @@ class Daemon:
         self.start()
 
     def cleanup(self) -> None:
-        """Stop the daemon and remove what the session made: bridge, cgroup parent, base dir."""
+        """Stop the daemon and remove what the session made: bridge, cgroup parent, base dir.
+
+        Pods a failed test left behind are removed first (through the daemon, best effort), so
+        a red run does not leave pause processes, netns and mounts on the machine."""
+        self.remove_all_pods()
         self.stop()
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
         for hier in Path("/sys/fs/cgroup").iterdir():
@@ -143,6 +147,18 @@ class Daemon:
                 with contextlib.suppress(OSError):
                     (hier / made.lstrip("/")).rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def remove_all_pods(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        rt = self.runtime()
+        with contextlib.suppress(grpc.RpcError):
+            for pod in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10).items:
+                with contextlib.suppress(grpc.RpcError):
+                    rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod.id),
+                                      timeout=60)
+                    rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod.id),
+                                        timeout=60)
 
     def wait_for_log(self, *texts: str, timeout: float = 30) -> bool:
         """True once any of ``texts`` is in the daemon's log (False at the timeout)."""

@@ -97,6 +97,7 @@ def test_busy_node_churn_leaves_nothing(daemon: Daemon, image: str, tmp_path: Pa
     pods = {p.id for p in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10).items}
     assert not (ctrs | pods) & set(made)
     assert len(made) == WORKERS * ROUNDS * 3
+    assert not [m for m in made if netns_of(m).exists()]
     assert_no_errors_logged(daemon, start)
     assert session_leftovers(daemon) == []
 
@@ -115,6 +116,10 @@ def test_pod_removed_while_its_containers_are_being_removed(daemon: Daemon, imag
             call.result()
     assert_no_errors_logged(daemon, start)
     assert session_leftovers(daemon) == []
+
+
+def netns_of(pod_id: str) -> Path:
+    return Path("/var/run/netns") / f"pycri-{pod_id[:16]}"
 
 
 def log_since(daemon: Daemon, offset: int) -> str:
@@ -138,6 +143,7 @@ def test_kill_9_in_the_middle_of_the_churn_recovers_to_a_clean_node(
     killing = threading.Event()
     enough = threading.Event()
     made: list[str] = []
+    pods_made: list[str] = []
     errors: list[str] = []
 
     def worker(w: int) -> None:
@@ -146,6 +152,7 @@ def test_kill_9_in_the_middle_of_the_churn_recovers_to_a_clean_node(
         while True:
             try:
                 pod = new_pod(daemon, tmp_path / f"k{w}-{i}")
+                pods_made.append(pod.id)
                 i += 1
                 made.append(pod.run("a", ["sleep", "1000"]))
                 if i % 2:
@@ -188,4 +195,6 @@ def test_kill_9_in_the_middle_of_the_churn_recovers_to_a_clean_node(
         rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=p.id), timeout=60)
     assert rt.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers == []
     assert "CHECK failed" not in log_since(daemon, restarted)
+    # Pods half made or half removed at the kill included: no pinned netns is left.
+    assert not [p for p in pods_made if netns_of(p).exists()]
     assert session_leftovers(daemon) == []
