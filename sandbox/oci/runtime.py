@@ -184,10 +184,7 @@ class OCIRuntime:
 
     async def _spawn_conmon(self, argv: list[str], bundle: Path) -> int:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        start_read, start_write = os.pipe2(os.O_CLOEXEC) if self.place_monitor else (-1, -1)
-        env = {**RUNTIME_ENV, SYNC_PIPE_ENV: str(write_fd)}
-        if self.place_monitor:
-            env[START_PIPE_ENV] = str(start_read)
+        start_read, start_write = os.pipe2(os.O_CLOEXEC)
         proc: asyncio.subprocess.Process | None = None
         try:
             try:
@@ -196,8 +193,9 @@ class OCIRuntime:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.PIPE,
-                    pass_fds=(write_fd, start_read) if self.place_monitor else (write_fd,),
-                    env=env,
+                    pass_fds=(write_fd, start_read),
+                    env={**RUNTIME_ENV, SYNC_PIPE_ENV: str(write_fd),
+                         START_PIPE_ENV: str(start_read)},
                     cwd=bundle,
                     # Own session from the first instruction: a signal to the daemon's process
                     # group (Ctrl-C, a service manager's stop) must never reach a conmon.
@@ -208,8 +206,7 @@ class OCIRuntime:
             finally:
                 # Only conmon may hold the write end, so its death reads as EOF here.
                 os.close(write_fd)
-                if self.place_monitor:
-                    os.close(start_read)
+                os.close(start_read)
             if self.place_monitor:
                 # On failure conmon is killed (below) before the start pipe closes: EOF
                 # would let it go on in the wrong cgroup.
@@ -217,7 +214,7 @@ class OCIRuntime:
                     self.place_monitor(proc.pid)
                 except (OSError, CgroupError) as exc:
                     raise OCIRuntimeError(f"cannot move conmon into its cgroup: {exc}") from exc
-                os.write(start_write, b"0")
+            os.write(start_write, b"0")  # conmon waits for this before it forks anything
             # The first conmon exits as soon as its daemonized child is forked; stderr reaches
             # EOF once that child has pointed its stdio at /dev/null.
             _, stderr = await proc.communicate()
@@ -233,8 +230,7 @@ class OCIRuntime:
             raise
         finally:
             os.close(read_fd)
-            if start_write >= 0:
-                os.close(start_write)
+            os.close(start_write)
 
     async def _abort_create(self, ctr_id: str) -> None:
         pid = self.conmon_pid(ctr_id)
