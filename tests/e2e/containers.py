@@ -4,9 +4,10 @@ small wrappers that read like what a kubelet does."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -16,6 +17,20 @@ from tests.fixtures.images import Pushed, push_image, runnable_busybox_layers
 from tests.fixtures.registry import LocalRegistry
 
 IMAGE = "ctr.test/busybox:latest"
+T = TypeVar("T")
+
+
+def wait_until(what: str, check: Callable[[], T | None], timeout: float = 30) -> T:
+    """Poll ``check`` until it returns something truthy, which is returned; AssertionError
+    naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def start_registry(daemon: Daemon) -> tuple[LocalRegistry, Pushed]:

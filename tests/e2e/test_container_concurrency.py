@@ -7,7 +7,6 @@ nothing of it is left: no pod, container, mount, cgroup, veth, lease or state di
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from cri.api import api_pb2
 from tests.e2e.conftest import session_leftovers
-from tests.e2e.containers import Pod, new_pod, remove_pod
+from tests.e2e.containers import Pod, new_pod, remove_pod, wait_until
 from tests.e2e.helpers import Daemon
 
 pytestmark = pytest.mark.e2e
@@ -180,10 +179,8 @@ def test_kill_9_in_the_middle_of_the_churn_recovers_to_a_clean_node(
             daemon.start()
     assert not errors, errors[:10]
     # Each surviving pod's network is CHECKed after the restart (in the background): healthy.
-    deadline = time.monotonic() + 60
-    while "network checked after restart" not in log_since(daemon, restarted):
-        assert time.monotonic() < deadline, daemon.log_tail()
-        time.sleep(0.05)
+    wait_until("the network CHECK after the restart",
+               lambda: "network checked after restart" in log_since(daemon, restarted), 60)
     rt = daemon.runtime()
     for c in rt.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers:
         rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=c.id), timeout=10)

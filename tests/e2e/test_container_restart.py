@@ -12,9 +12,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -30,6 +28,7 @@ from tests.e2e.containers import (
     push_configured_image,
     remove_pod,
     wait_for_log,
+    wait_until,
 )
 from tests.e2e.helpers import Daemon
 from tests.fixtures.images import runnable_busybox_layers
@@ -38,23 +37,11 @@ from tests.fixtures.registry import LocalRegistry
 # Fixtures of conftest.py: registry and image (one per module, images removed after it), pod.
 pytestmark = pytest.mark.e2e
 S = api_pb2.ContainerState
-T = TypeVar("T")
 
 UNTIL_GO = "while [ ! -e /go ]; do sleep 0.05; done"
 TICKER = "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done"
 RESTARTS = pytest.mark.parametrize("kill", [True, False], ids=["kill-9", "sigterm"])
 
-
-def wait_until(what: str, check: Callable[[], T | None], timeout: float = 30) -> T:
-    """Poll ``check`` until it returns something truthy, which is returned."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def ticks(pod: Pod, ctr: str) -> list[int]:

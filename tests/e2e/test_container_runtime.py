@@ -12,11 +12,9 @@ import random
 import re
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -28,6 +26,7 @@ from tests.e2e.containers import (
     pull,
     push_configured_image,
     wait_for_log,
+    wait_until,
 )
 from tests.e2e.helpers import Daemon
 from tests.fixtures.images import runnable_busybox_layers
@@ -37,7 +36,6 @@ from tests.fixtures.registry import LocalRegistry
 pytestmark = pytest.mark.e2e
 S = api_pb2.ContainerState
 E = api_pb2.ContainerEventType
-T = TypeVar("T")
 
 MEMCG = Path("/sys/fs/cgroup/memory")
 CPUCG = Path("/sys/fs/cgroup/cpu")
@@ -47,17 +45,6 @@ EXEC_CAP = 16 << 20  # ExecSync keeps at most this much of each stream (CVE-2022
 UNTIL_GO = "while [ ! -e /go ]; do sleep 0.05; done"
 TICKER = "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done"
 
-
-def wait_until(what: str, check: Callable[[], T | None], timeout: float = 30) -> T:
-    """Poll ``check`` until it returns something truthy, which is returned."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def rpc_code(call: Callable[[], object]) -> grpc.StatusCode:

@@ -27,7 +27,7 @@ from wsproto.events import (
 )
 
 from cri.api import api_pb2
-from tests.e2e.containers import Pod
+from tests.e2e.containers import Pod, wait_until
 from tests.e2e.helpers import Daemon
 from tests.e2e.test_streaming import WAIT, SpdyClient, _upgrade, exec_url, spdy_session
 
@@ -35,14 +35,6 @@ pytestmark = pytest.mark.e2e
 
 SPDY_EXEC = "v4.channel.k8s.io"
 WS_EXEC = "v5.channel.k8s.io"
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll ``check`` until it holds; AssertionError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @dataclass
@@ -211,7 +203,8 @@ def test_exec_is_killed_when_the_client_vanishes(pod: Pod) -> None:
     c.pump(lambda: b"started" in c.data[out])
     assert host_pids_with(marker), "the exec'd sleep should be running while the client is there"
     abort(c.sock)
-    wait_until(f"no process with {marker} in its command line", lambda: not host_pids_with(marker))
+    wait_until(f"no process with {marker} in its command line", lambda: not host_pids_with(marker),
+               WAIT)
     # The container itself is untouched.
     assert pod.status(ctr).status.state == api_pb2.ContainerState.CONTAINER_RUNNING
 
@@ -314,11 +307,11 @@ def test_sequential_exec_sessions_leak_no_fds_or_children(pod: Pod, daemon: Daem
 
     for _ in range(20):
         session()
-    wait_until("runc children of the daemon to go", lambda: not runc_children())
+    wait_until("runc children of the daemon to go", lambda: not runc_children(), WAIT)
     warm = fd_count(pid)
     for _ in range(1000):
         session()
-    wait_until("runc children of the daemon to go", lambda: not runc_children())
+    wait_until("runc children of the daemon to go", lambda: not runc_children(), WAIT)
     # A few fds may legitimately be in flight (the last connection closing, a log rotation).
     after = fd_count(pid)
     assert after - warm <= 10, f"daemon fds: {warm} after warm-up, {after} after 1000 sessions"
