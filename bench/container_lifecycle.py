@@ -12,7 +12,6 @@ Prints p50/p90 against the DESIGN.md targets.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.percentiles import pct
+from bench.percentiles import print_table
 from cri.api import api_pb2, api_pb2_grpc
 from tests.e2e.containers import IMAGE, new_pod, pull, remove_pod, start_registry
 from tests.e2e.helpers import Daemon, pod_config
@@ -140,11 +139,7 @@ def main() -> int:
         daemon.cleanup()
     print(f"{args.n} sequential containers; ListContainers with {args.pods} pods x "
           f"{args.per_pod} containers")
-    print(f"{'operation':<18}{'p50 ms':>9}{'p90 ms':>9}{'mean ms':>9}{'target p50':>12}")
-    for op, samples in results.items():
-        target = TARGETS_MS.get(op)
-        print(f"{op:<18}{pct(samples, 50):9.2f}{pct(samples, 90):9.2f}"
-              f"{statistics.mean(samples):9.2f}{(f'<= {target:.0f}' if target else '-'):>12}")
+    print_table(results, TARGETS_MS)
     return 0
 
 

@@ -9,7 +9,6 @@ Starts its own daemon (own root, socket, bridge and subnet, as the e2e tests do)
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.percentiles import pct
+from bench.percentiles import print_table
 from cri.api import api_pb2, api_pb2_grpc
 from tests.e2e.helpers import Daemon, pod_config
 
@@ -64,11 +63,7 @@ def main() -> int:
         if daemon is not None:
             daemon.cleanup()
     print(f"{args.n} sequential pods")
-    print(f"{'operation':<18}{'p50 ms':>9}{'p90 ms':>9}{'mean ms':>9}{'target p50':>12}")
-    for op, samples in results.items():
-        target = TARGETS_MS.get(op)
-        print(f"{op:<18}{pct(samples, 50):9.1f}{pct(samples, 90):9.1f}"
-              f"{statistics.mean(samples):9.1f}{(f'<= {target:.0f}' if target else '-'):>12}")
+    print_table(results, TARGETS_MS, decimals=1)
     return 0
 
 

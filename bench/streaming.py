@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.percentiles import pct
+from bench.percentiles import print_table
 from cri.api import api_pb2
 from tests.e2e.containers import Pod, new_pod, pull, remove_pod, start_registry
 from tests.e2e.helpers import Daemon
@@ -137,9 +137,7 @@ def main() -> int:
             reg.stop()
         daemon.cleanup()
     print(f"{args.n} sequential calls each, after 5 warm-up calls")
-    print(f"{'operation':<18}{'p50 ms':>9}{'p90 ms':>9}{'mean ms':>9}")
-    for op, samples in results.items():
-        print(f"{op:<18}{pct(samples, 50):9.2f}{pct(samples, 90):9.2f}{statistics.mean(samples):9.2f}")
+    print_table(results)
     print(f"port-forward {args.mib} MiB in {CHUNK // 1024} KiB frames, {args.rounds} rounds (MB = 1e6 B):")
     print("  " + ", ".join(f"{r:.1f}" for r in rates) + f" MB/s; median {statistics.median(rates):.1f} MB/s")
     return 0
