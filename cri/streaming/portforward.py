@@ -33,7 +33,7 @@ from cri.streaming.portforward_proto import (
     parse_port_query,
     port_prefix,
 )
-from cri.streaming.server import Session
+from cri.streaming.server import Session, send
 from cri.streaming.spdy_frames import SpdyError, SpdyProtocolError
 from cri.streaming.wstunnel import TunnelStream
 from sandbox.netns import connect_tcp
@@ -64,11 +64,7 @@ async def serve_spdy(session: Session | TunnelStream, pod_id: str,
     lock = asyncio.Lock()
 
     async def flush() -> None:
-        data = conn.data_to_send()
-        if data and not session.closed:
-            with contextlib.suppress(ConnectionError):
-                session.write(data)
-                await session.drain()
+        await send(session, conn.data_to_send())
 
     async def fail(pair: PortForwardPair, error: str) -> None:
         async with lock:

@@ -36,7 +36,7 @@ from cri.streaming.channels import (
     remotecommand_protocol,
     websocket_ready_channel,
 )
-from cri.streaming.server import Session
+from cri.streaming.server import Session, send
 from cri.streaming.spdy_frames import SpdyError, SpdyProtocolError
 
 log = logging.getLogger(__name__)
@@ -116,11 +116,7 @@ async def serve_spdy(session: Session, options: ExecOptions, start: Starter) -> 
     resize = ResizeDecoder()
 
     async def flush() -> None:
-        data = conn.data_to_send()
-        if data and not session.closed:
-            with contextlib.suppress(ConnectionError):
-                session.write(data)
-                await session.drain()
+        await send(session, conn.data_to_send())
 
     async def deliver(stream_id: int, data: bytes, fin: bool) -> None:
         assert proc is not None

@@ -89,6 +89,22 @@ class ByteStream(Protocol):
     def close(self) -> None: ...
 
 
+class _Peer(Protocol):
+    @property
+    def closed(self) -> bool: ...
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+
+
+async def send(peer: _Peer, data: bytes) -> None:
+    """Write ``data`` and wait until it drained; nothing when the client is already gone (the
+    stream closed, or the connection reset while writing)."""
+    if data and not peer.closed:
+        with contextlib.suppress(ConnectionError):
+            peer.write(data)
+            await peer.drain()
+
+
 class _Cancellable(Protocol):
     def cancel(self) -> None: ...
 
