@@ -61,7 +61,11 @@ class ExecStream:
                     scratch_dir: Path, width: int = 0, height: int = 0) -> ExecStream:
         process = exec_process_spec(container_process, argv)
         process["terminal"] = tty
-        if tty and width and height:
+        width, height = (width, height) if width > 0 and height > 0 else (80, 24)
+        if tty:
+            # The container's pty gets its size when it is created. Without one it is 0x0
+            # until runc first copies ours over, which happens after the command is running:
+            # a command quick enough (or one fed its input early) saw no size at all.
             process["consoleSize"] = {"width": width, "height": height}
         scratch = Path(await asyncio.to_thread(_mkscratch, scratch_dir))
         master = slave = -1
@@ -73,7 +77,7 @@ class ExecStream:
             pipe = asyncio.subprocess.PIPE
             if tty:
                 master, slave = os.openpty()
-                _set_size(master, width or 80, height or 24)
+                _set_size(master, width, height)
                 proc = await asyncio.create_subprocess_exec(
                     *cmd, stdin=slave, stdout=slave, stderr=slave, env=RUNTIME_ENV,
                     start_new_session=True)

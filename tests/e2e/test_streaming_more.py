@@ -144,6 +144,12 @@ def spdy_status(c: SpdyClient, err: int) -> dict[str, object]:
 
 # --- resize ------------------------------------------------------------------------------------
 
+# runc relays a resize to the container's pty on its own schedule (a signal to it, then an
+# ioctl), not in order with the stdin it relays: a shell may read the line before the size is
+# there. What a user sees is that the size arrives, so the shell waits for it (for at most 5 s).
+STTY_WHEN_RESIZED = (b'for i in $(seq 50); do [ "$(stty size)" = "45 123" ] && break; '
+                     b"sleep 0.1; done; stty size; exit\n")
+
 
 def test_resize_over_spdy_reaches_the_tty(pod: Pod) -> None:
     ctr = pod.run("r", ["sleep", "1000"])
@@ -154,7 +160,7 @@ def test_resize_over_spdy_reaches_the_tty(pod: Pod) -> None:
     stdin = c.open({"streamtype": "stdin"})
     resize = c.open({"streamtype": "resize"})
     c.conn.send_data(resize, json.dumps({"Width": 123, "Height": 45}).encode())
-    c.conn.send_data(stdin, b"stty size; exit\n")
+    c.conn.send_data(stdin, STTY_WHEN_RESIZED)
     c.flush()
     status = spdy_status(c, err)
     c.pump(lambda: out in c.closed)
@@ -168,9 +174,19 @@ def test_resize_over_websocket_v5_reaches_the_tty(pod: Pod) -> None:
     url = exec_url(pod, ctr, ["sh"], stdin=True, tty=True)
     c = WsClient.connect(url)
     c.send(4, json.dumps({"Width": 123, "Height": 45}).encode())
-    c.send(0, b"stty size; exit\n")
+    c.send(0, STTY_WHEN_RESIZED)
     c.run_to_close()
     assert b"45 123" in c.channel(1)
+    assert json.loads(c.channel(3))["status"] == "Success"
+
+
+def test_a_tty_has_a_size_before_any_resize(pod: Pod) -> None:
+    """Full-screen programs and ``stty size`` need rows and columns from their first instant."""
+    ctr = pod.run("r", ["sleep", "1000"])
+    url = exec_url(pod, ctr, ["stty", "size"], stdin=False, tty=True)
+    c = WsClient.connect(url)
+    c.run_to_close()
+    assert c.channel(1).strip() == b"24 80"
     assert json.loads(c.channel(3))["status"] == "Success"
 
 
