@@ -8,6 +8,7 @@ that ``pycri config`` prints (CRI-O generates its template from its config struc
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import shutil
 import tomllib
@@ -108,6 +109,12 @@ class NetworkConfig:
     cache_dir: str = _opt("", "CNI result cache; empty means <root>/cni-cache.")
     netns_dir: str = _opt("/var/run/netns", "Where pod network namespaces are pinned.")
     plugin_timeout: float = _opt(60.0, "Seconds a CNI plugin may run before it is killed.")
+    masquerade_cidrs: list[str] = _opt_list(
+        [],
+        "Pod subnets whose traffic to anywhere outside them pycri masquerades, with one nat rule "
+        "per subnet (chain PYCRI-MASQ) added at start-up: for networks whose plugins do not "
+        "masquerade (bridge with ipMasq false), instead of a chain per pod.",
+    )
 
 
 @dataclass
@@ -243,6 +250,11 @@ def validate(cfg: PycriConfig) -> None:
         raise ConfigError("pycri.network.plugin_timeout: must be positive")
     if not cfg.network.plugin_dirs:
         raise ConfigError("pycri.network.plugin_dirs: must name at least one directory")
+    for cidr in cfg.network.masquerade_cidrs:
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError as exc:
+            raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from None
 
 
 def resolve_binary(key: str, value: str) -> str:

@@ -19,9 +19,10 @@ from cri.runtime.events import EventBus
 from cri.runtime.network import PodNetwork
 from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
-from sandbox import cgroups, diskusage
+from sandbox import cgroups, diskusage, masquerade
 from sandbox.cgroups.stats import CpuRate
 from sandbox.errors import CgroupError
+from sandbox.masquerade import MasqueradeError
 from sandbox.oci.exits import ExitWatcher
 from sandbox.oci.runc import mount_options
 from sandbox.oci.runtime import OCIRuntime
@@ -149,6 +150,11 @@ class Runtime:
             except CgroupError as exc:
                 raise ConfigError(f"pycri.runtime.conmon_cgroup: {exc} (an empty value keeps "
                                   "conmon in pycri's own cgroup)") from exc
+        if self.config.network.masquerade_cidrs:
+            try:
+                await asyncio.to_thread(masquerade.ensure, self.config.network.masquerade_cidrs)
+            except MasqueradeError as exc:
+                raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from exc
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mount_options = await mount_options(self.oci.runtime_path)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cni.config import fingerprint, load_dir, parse_conflist
+from cni.config import fingerprint, load_dir, load_file, parse_conflist
 from cni.errors import CNIConfigError
+from cri import config as pycri_config
 
 GOOD = {"cniVersion": "1.0.0", "name": "net-b", "plugins": [{"type": "bridge"}, {"type": "portmap"}]}
 
@@ -160,3 +161,20 @@ def test_directories_and_dotfiles(tmp_path: Path) -> None:
 def test_oversized_config(tmp_path: Path) -> None:
     (tmp_path / "10.conflist").write_bytes(b" " * (2 << 20))
     assert "larger than" in load_dir(tmp_path).reasons[0]
+
+
+def test_the_default_network_is_masqueraded_by_pycri_and_not_per_pod(tmp_path: Path) -> None:
+    """hack/install.sh installs the two together: the conflist without the bridge plugin's
+    per-pod ipMasq, and the pycri drop-in that masquerades the same subnet."""
+    hack = Path(__file__).resolve().parents[3] / "hack" / "cni"
+    net = load_file(hack / "10-pycri-bridge.conflist")
+    bridge = net.plugins[0]
+    assert bridge["type"] == "bridge" and bridge["ipMasq"] is False
+    subnets = [r["subnet"] for rs in bridge["ipam"]["ranges"] for r in rs]
+    dropin = tmp_path / "pycri.conf.d"
+    dropin.mkdir()
+    (dropin / "10-default-network.conf").write_bytes(
+        (hack / "10-default-network.conf").read_bytes())
+    (tmp_path / "pycri.conf").write_text("")
+    cfg = pycri_config.load(tmp_path / "pycri.conf")
+    assert cfg.network.masquerade_cidrs == subnets

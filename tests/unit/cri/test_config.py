@@ -60,6 +60,9 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.runtime]\ndefault_sysctls = ["novalue"]\n', "pycri.runtime.default_sysctls"),
         ('[pycri.runtime]\npids_limit = -1\n', "pycri.runtime.pids_limit"),
         ('[pycri.runtime]\nconmon_cgroup = "conmon"\n', "pycri.runtime.conmon_cgroup"),
+        ('[pycri.network]\nmasquerade_cidrs = ["10.85.0.1/16"]\n',
+         "pycri.network.masquerade_cidrs"),
+        ('[pycri.network]\nmasquerade_cidrs = ["pods"]\n', "pycri.network.masquerade_cidrs"),
         ('[other]\nx = 1\n', "other"),
     ],
 )
