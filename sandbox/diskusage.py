@@ -13,7 +13,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,4 +145,14 @@ class UsageCache:
     def forget(self, key: str) -> None:
         with self._lock:
             self._entries.pop(key, None)
+
+    def retain(self, keys: Container[str]) -> None:
+        """Forget every entry whose key is not in ``keys``."""
+        with self._lock:
+            for key in [k for k in self._entries if k not in keys]:
+                del self._entries[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
 

@@ -37,8 +37,7 @@ async def remove(rt: Runtime, ctr: Container) -> None:
     await stop(rt, ctr, 0)
     await teardown(rt, ctr)
     rt.containers.delete(ctr)
-    rt.cpu_rates.pop(ctr.meta.cgroup_path, None)
-    rt.layer_usage.forget(ctr.id)
+    rt.prune_stats()
     log.info("container %s removed", ctr.id)
     publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_DELETED_EVENT)
 

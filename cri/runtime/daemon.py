@@ -66,9 +66,9 @@ class Runtime:
         # Waiters for an infra process's exit (StopPodSandbox waits for SIGKILL to land).
         self._exit_waiters: dict[str, asyncio.Future[int]] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        # The previous CPU sample of each cgroup, for usage_nano_cores (dropped on removal).
+        # The previous CPU sample of each cgroup, for usage_nano_cores, and writable-layer
+        # sizes, re-walked as often as their cost allows; both pruned by prune_stats().
         self.cpu_rates: dict[str, CpuRate] = {}
-        # Writable-layer sizes, re-walked as often as their cost allows (dropped on removal).
         self.layer_usage = diskusage.UsageCache()
         self._streaming: Any = None  # cri.streaming.service.Streaming, once started
         # What the OCI runtime supports (`runc features`), learnt at start-up.
@@ -98,6 +98,18 @@ class Runtime:
 
     def forget_lock(self, ident: str) -> None:
         self._locks.pop(ident, None)
+
+    def prune_stats(self) -> None:
+        """Drop the CPU samples and layer sizes of containers and pods that are gone. Called
+        on the event loop after a removal and after every stats worker has returned: a worker
+        still measuring a container that was removed meanwhile puts its entry back, and a new
+        sandbox of the same pod may share the old one's cgroup (its sample stays)."""
+        live = {c.meta.cgroup_path for c in self.containers}
+        live.update(p.meta.cgroup_parent for p in self.sandboxes)
+        for path in list(self.cpu_rates):  # workers may add entries meanwhile
+            if path not in live:
+                self.cpu_rates.pop(path, None)
+        self.layer_usage.retain({c.id for c in self.containers})
 
     # Exits ------------------------------------------------------------------------------
     def _on_exit(self, ctr_id: str, code: int, exited_at: datetime) -> None:

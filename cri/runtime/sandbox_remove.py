@@ -23,7 +23,7 @@ async def remove_pod_sandbox(rt: Runtime, pod_id: str) -> None:
             return
         await teardown(rt, pod)
         rt.sandboxes.delete(pod)
-        rt.cpu_rates.pop(pod.meta.cgroup_parent, None)
+        rt.prune_stats()
     rt.forget_lock(pod.id)
     log.info("pod sandbox %s removed", pod.id)
 

@@ -2,7 +2,8 @@
 
 The kubelet asks every few seconds for every container, so a list reads each cgroup once, in a
 worker thread (sysfs reads are cheap but still syscalls). usage_nano_cores needs two samples:
-the previous one of each cgroup is kept (and dropped when the container or pod goes).
+the previous one of each cgroup is kept (and dropped when the container or pod goes, or when a
+worker that measured it returns to find it gone).
 """
 
 from __future__ import annotations
@@ -82,7 +83,10 @@ def _container_stats(rt: Runtime, ctr: Container) -> api_pb2.ContainerStats:
 
 async def container_stats(rt: Runtime, ctr_id: str) -> api_pb2.ContainerStats:
     ctr = rt.containers.lookup(ctr_id)
-    return await asyncio.to_thread(_container_stats, rt, ctr)
+    try:
+        return await asyncio.to_thread(_container_stats, rt, ctr)
+    finally:
+        rt.prune_stats()
 
 
 def _ctr_matches(ctr: Container, f: api_pb2.ContainerStatsFilter | None) -> bool:
@@ -98,7 +102,10 @@ def _ctr_matches(ctr: Container, f: api_pb2.ContainerStatsFilter | None) -> bool
 async def list_container_stats(rt: Runtime, f: api_pb2.ContainerStatsFilter | None
                                ) -> list[api_pb2.ContainerStats]:
     ctrs = [c for c in rt.containers if _ctr_matches(c, f)]
-    stats = await asyncio.to_thread(lambda: [_container_stats(rt, c) for c in ctrs])
+    try:
+        stats = await asyncio.to_thread(lambda: [_container_stats(rt, c) for c in ctrs])
+    finally:
+        rt.prune_stats()
     # Containers removed while the worker read them are not reported.
     return [s for c, s in zip(ctrs, stats, strict=True) if rt.containers.get(c.id) is c]
 
@@ -139,7 +146,10 @@ def _pod_stats(rt: Runtime, pod: Sandbox) -> api_pb2.PodSandboxStats:
 
 async def pod_sandbox_stats(rt: Runtime, pod_id: str) -> api_pb2.PodSandboxStats:
     pod = rt.sandboxes.lookup(pod_id)
-    return await asyncio.to_thread(_pod_stats, rt, pod)
+    try:
+        return await asyncio.to_thread(_pod_stats, rt, pod)
+    finally:
+        rt.prune_stats()
 
 
 async def list_pod_sandbox_stats(rt: Runtime, f: api_pb2.PodSandboxStatsFilter | None
@@ -147,7 +157,10 @@ async def list_pod_sandbox_stats(rt: Runtime, f: api_pb2.PodSandboxStatsFilter |
     pods = [p for p in rt.sandboxes
             if f is None or ((not f.id or p.id.startswith(f.id)) and all(
                 p.config.labels.get(k) == v for k, v in f.label_selector.items()))]
-    stats = await asyncio.to_thread(lambda: [_pod_stats(rt, p) for p in pods])
+    try:
+        stats = await asyncio.to_thread(lambda: [_pod_stats(rt, p) for p in pods])
+    finally:
+        rt.prune_stats()
     return [s for p, s in zip(pods, stats, strict=True) if rt.sandboxes.get(p.id) is p]
 
 
