@@ -113,7 +113,8 @@ class NetworkConfig:
         [],
         "Pod subnets whose traffic to anywhere outside them pycri masquerades, with one nat rule "
         "per subnet (chain PYCRI-MASQ) added at start-up: for networks whose plugins do not "
-        "masquerade (bridge with ipMasq false), instead of a chain per pod.",
+        "masquerade (bridge with ipMasq false), instead of a chain per pod. A subnet taken out "
+        "of the list loses its rule at the next start.",
     )
 
 

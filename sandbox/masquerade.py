@@ -7,19 +7,23 @@ to anywhere outside it leave with the node's address. The rules live in pycri's 
 jumped to from nat POSTROUTING, so an operator sees them in one place
 (``iptables -t nat -S PYCRI-MASQ``).
 
-``ensure`` only ever adds what is missing: several daemons (a node's and a test's) can share
-the chain, and a restart changes nothing. A subnet taken out of the config keeps its rule until
-it is deleted by hand (``iptables -t nat -D PYCRI-MASQ ...``) or the node reboots.
+Each subnet rule names the daemon that owns it (its state root) in its comment, so several
+daemons (a node's and a test's) can share the chain. ``ensure`` adds what is missing and deletes
+the rules of its own that name a subnet no longer configured: a restart with the same config
+changes nothing, one without a subnet takes its NAT away, and other daemons' rules are kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import shlex
 import subprocess
 from collections.abc import Callable, Sequence
 
 CHAIN = "PYCRI-MASQ"
-COMMENT = "pycri: pod traffic leaving its subnet"
+JUMP_COMMENT = "pycri: pod traffic leaving its subnet"
+TOOLS = ("iptables", "ip6tables")
 
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
@@ -37,44 +41,87 @@ def tool(cidr: str) -> str:
 
 
 def jump_rule() -> list[str]:
-    return ["POSTROUTING", "-m", "comment", "--comment", COMMENT, "-j", CHAIN]
+    return ["POSTROUTING", "-m", "comment", "--comment", JUMP_COMMENT, "-j", CHAIN]
 
 
-def subnet_rule(cidr: str) -> list[str]:
+def comment(owner: str) -> str:
+    """The comment of an owner's subnet rules (iptables keeps at most 255 bytes of it)."""
+    if len(owner.encode()) > 200:
+        owner = "sha256:" + hashlib.sha256(owner.encode()).hexdigest()[:16]
+    return f"pycri {owner}: pod traffic leaving its subnet"
+
+
+def subnet_rule(cidr: str, owner: str) -> list[str]:
     """Masquerade what goes from ``cidr`` to anywhere outside it (pod-to-pod traffic on the
     bridge keeps its addresses)."""
     net = str(ipaddress.ip_network(cidr))
-    return [CHAIN, "-s", net, "!", "-d", net, "-m", "comment", "--comment", COMMENT,
+    return [CHAIN, "-s", net, "!", "-d", net, "-m", "comment", "--comment", comment(owner),
             "-j", "MASQUERADE"]
 
 
-def ensure(cidrs: Sequence[str], run: Runner = _run) -> None:
-    """The chain, the jump to it and one rule per subnet exist in the nat table (idempotent)."""
-    by_tool: dict[str, list[str]] = {}
-    for cidr in cidrs:
-        by_tool.setdefault(tool(cidr), []).append(cidr)
-    for binary, nets in by_tool.items():
+def _owned(listing: str, owner: str) -> dict[str, list[str]]:
+    """The subnet rules of ``owner`` in an ``iptables -S CHAIN`` listing: subnet -> the rule's
+    arguments after ``-A``."""
+    mine = comment(owner)
+    found: dict[str, list[str]] = {}
+    for line in listing.splitlines():
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            continue
+        if words[:2] != ["-A", CHAIN] or "-s" not in words[:-1] or "--comment" not in words[:-1]:
+            continue
+        if words[words.index("--comment") + 1] == mine:
+            found[words[words.index("-s") + 1]] = words[1:]
+    return found
+
+
+def ensure(cidrs: Sequence[str], owner: str, run: Runner = _run) -> None:
+    """The chain, the jump to it and one rule per subnet of ``cidrs`` exist in the nat table,
+    and ``owner`` has no rule for another subnet (idempotent).
+
+    With no subnet for a tool, that tool is only asked for stale rules to delete: a node
+    without ip6tables, or without any iptables when nothing is configured, is no error.
+    """
+    for binary in TOOLS:
+        nets = [str(ipaddress.ip_network(c)) for c in cidrs if tool(c) == binary]
+
         def ipt(*args: str, binary: str = binary) -> subprocess.CompletedProcess[str]:
             try:
                 return run([binary, "-w", "-t", "nat", *args])
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise MasqueradeError(f"{binary}: {exc}") from exc
 
-        listed = ipt("-S", CHAIN)
+        try:
+            listed = ipt("-S", CHAIN)
+        except MasqueradeError:
+            if nets:
+                raise
+            continue
         if listed.returncode != 0:
+            if not nets:
+                continue  # no chain: nothing of ours to delete
             made = ipt("-N", CHAIN)
             if made.returncode != 0 and ipt("-S", CHAIN).returncode != 0:  # not a lost race
                 raise MasqueradeError(f"{binary} -t nat -N {CHAIN}: {made.stderr.strip()}")
-        for rule in (jump_rule(), *(subnet_rule(n) for n in nets)):
+        for net, rule in _owned(listed.stdout, owner).items():
+            if net not in nets:
+                dropped = ipt("-D", *rule)
+                if dropped.returncode != 0:
+                    raise MasqueradeError(
+                        f"{binary} -t nat -D {shlex.join(rule)}: {dropped.stderr.strip()}")
+        if not nets:
+            continue
+        for rule in (jump_rule(), *(subnet_rule(n, owner) for n in nets)):
             if ipt("-C", *rule).returncode == 0:
                 continue
             added = ipt("-A", *rule)
             if added.returncode != 0:
                 raise MasqueradeError(
-                    f"{binary} -t nat -A {' '.join(rule)}: {added.stderr.strip()}")
+                    f"{binary} -t nat -A {shlex.join(rule)}: {added.stderr.strip()}")
 
 
-def remove(cidrs: Sequence[str], run: Runner = _run) -> None:
-    """Delete the subnets' rules (for tests and operators; the chain and jump stay)."""
+def remove(cidrs: Sequence[str], owner: str, run: Runner = _run) -> None:
+    """Delete the subnets' rules of ``owner`` (for tests; the chain and jump stay)."""
     for cidr in cidrs:
-        run([tool(cidr), "-w", "-t", "nat", "-D", *subnet_rule(cidr)])
+        run([tool(cidr), "-w", "-t", "nat", "-D", *subnet_rule(cidr, owner)])

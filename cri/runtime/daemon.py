@@ -162,11 +162,11 @@ class Runtime:
             except CgroupError as exc:
                 raise ConfigError(f"pycri.runtime.conmon_cgroup: {exc} (an empty value keeps "
                                   "conmon in pycri's own cgroup)") from exc
-        if self.config.network.masquerade_cidrs:
-            try:
-                await asyncio.to_thread(masquerade.ensure, self.config.network.masquerade_cidrs)
-            except MasqueradeError as exc:
-                raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from exc
+        try:  # also deletes the rules of subnets this daemon no longer has
+            await asyncio.to_thread(masquerade.ensure, self.config.network.masquerade_cidrs,
+                                    self.config.root)
+        except MasqueradeError as exc:
+            raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from exc
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mount_options = await mount_options(self.oci.runtime_path)

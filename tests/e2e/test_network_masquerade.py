@@ -93,8 +93,11 @@ def _nat(*args: str) -> subprocess.CompletedProcess[str]:
 def test_pod_traffic_leaves_with_the_node_address(outside: Outside) -> None:
     chain_was_there = _nat("-S", masquerade.CHAIN).returncode == 0
     d = Daemon.new("masq")
-    d.config_path.write_text(d.config_path.read_text().replace(
-        "[pycri.network]\n", f'[pycri.network]\nmasquerade_cidrs = ["{d.subnet}"]\n'))
+    without_nat = d.config_path.read_text()
+    with_nat = without_nat.replace(
+        "[pycri.network]\n", f'[pycri.network]\nmasquerade_cidrs = ["{d.subnet}"]\n')
+    d.config_path.write_text(with_nat)
+    owner = str(d.root)
     conflist = d.conf_dir / "10-e2e.conflist"
     conf = json.loads(conflist.read_text())
     conf["plugins"][0]["ipam"]["routes"] = [{"dst": "0.0.0.0/0"}]  # like the default network
@@ -118,12 +121,17 @@ def test_pod_traffic_leaves_with_the_node_address(outside: Outside) -> None:
 
         assert outside.seen_source_of(pod_netns) == outside.host_ip
         # The rule is what does it: without it the outside host sees the pod's own address.
-        masquerade.remove([d.subnet])
+        masquerade.remove([d.subnet], owner)
         assert outside.seen_source_of(pod_netns) == pod_ip
         # A restart puts the rule back (and only once).
         d.restart(kill=False)
         assert outside.seen_source_of(pod_netns) == outside.host_ip
         assert _nat("-S", masquerade.CHAIN).stdout.count(f"-s {d.subnet} ") == 1
+        # Restarted with the subnet taken out of its config, the daemon deletes the rule.
+        d.config_path.write_text(without_nat)
+        d.restart(kill=False)
+        assert f"-s {d.subnet} " not in _nat("-S", masquerade.CHAIN).stdout
+        assert outside.seen_source_of(pod_netns) == pod_ip
 
         rt = d.runtime()
         rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
@@ -131,7 +139,7 @@ def test_pod_traffic_leaves_with_the_node_address(outside: Outside) -> None:
     finally:
         for rule in forward:
             subprocess.run(["iptables", "-w", "-D", *rule], check=False)
-        masquerade.remove([d.subnet])
+        masquerade.remove([d.subnet], owner)
         d.cleanup()
         if not chain_was_there:  # leave the node's nat table as it was
             _nat("-D", *masquerade.jump_rule())
