@@ -42,11 +42,11 @@ import posixpath
 import shutil
 import stat
 import tarfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
-from zlib import error as zlib_error
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -152,6 +152,44 @@ class _Peekable(io.RawIOBase):
         return len(data)
 
 
+class _Gunzip(io.RawIOBase):
+    """Concatenated gzip members, decompressed from large reads. gzip.GzipFile reads 8 KiB at a
+    time: thousands of GIL hand-offs per layer, each of which may wait out the switch interval
+    while another thread runs Python (here three 63 MB layers unpacking beside one busy thread
+    took 10.5 s that way, 3.0 s with these reads). zlib checks each member's CRC and length;
+    zero padding between or after members is skipped, as gzip.GzipFile does."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self._z = zlib.decompressobj(wbits=31)
+        self._input = b""  # compressed bytes not yet given to zlib
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        while True:
+            if self._z.eof:  # a member ended: another one, padding, or the end
+                rest = self._z.unused_data.lstrip(b"\0")
+                while not rest:
+                    more = self.raw.read(CHUNK)
+                    if not more:
+                        return 0
+                    rest = more.lstrip(b"\0")
+                self._z = zlib.decompressobj(wbits=31)
+                self._input = rest
+            if not self._input:
+                self._input = self.raw.read(CHUNK)
+                if not self._input:
+                    raise EOFError("gzip stream ended before the end of its last member")
+            out = self._z.decompress(self._input, len(view))
+            self._input = self._z.unconsumed_tail
+            if out:
+                view[: len(out)] = out
+                return len(out)
+
+
 def _decompressed(stream: BinaryIO) -> io.BufferedIOBase | IO[bytes]:
     """Decompress by magic bytes, as containerd does; the media type is only a label (a layer
     whose bytes do not match what it claims still has to hash to its diff_id)."""
@@ -159,14 +197,14 @@ def _decompressed(stream: BinaryIO) -> io.BufferedIOBase | IO[bytes]:
     head = raw.head
     buffered = io.BufferedReader(raw, CHUNK)
     if head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=buffered, mode="rb")
+        return io.BufferedReader(_Gunzip(buffered), CHUNK)
     if head.startswith(ZSTD_MAGIC):
         try:
             import zstandard  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise UnsafeLayer("zstd layer, but the 'zstandard' package is not installed") from exc
         reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
-            buffered, read_across_frames=True)
+            buffered, read_size=CHUNK, read_across_frames=True)
         return reader
     return buffered
 
@@ -454,8 +492,9 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, media_type: str = "",
     entries = 0
     try:
         try:
+            # Reads of CHUNK, not tarfile's 10 KiB records, for the same reason as _Gunzip.
             with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
-                              tarinfo=_CappedTarInfo) as tar:
+                              tarinfo=_CappedTarInfo, bufsize=CHUNK) as tar:
                 while (member := tar.next()) is not None:
                     tar.members.clear()  # stream mode keeps every member otherwise
                     entries += 1
@@ -475,7 +514,7 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, media_type: str = "",
             reader.drain()
         except UnsafeLayer:
             raise
-        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib_error) as exc:
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise UnsafeLayer(f"layer{_label(media_type)} is not a readable tar stream: "
                               f"{exc}") from exc
         except Exception as exc:

@@ -310,6 +310,9 @@ def test_compression_is_told_by_magic_and_stats(tmp_path: Path) -> None:
         "plain-labelled-gzip": (tar, "application/vnd.oci.image.layer.v1.tar+gzip"),
         "gzip-unlabelled": (gzip.compress(tar), ""),
         "multi-member-gzip": (gzip.compress(tar[:700]) + gzip.compress(tar[700:]), ""),
+        "zero-padded-gzip": (gzip.compress(tar[:700]) + b"\0" * 3000 + gzip.compress(tar[700:])
+                             + b"\0" * 512, ""),
+        "gzip-with-name-and-extra": (_gzip_with_header_fields(tar), ""),
     }
     zstandard = None
     with contextlib.suppress(ImportError):
@@ -327,8 +330,26 @@ def test_compression_is_told_by_magic_and_stats(tmp_path: Path) -> None:
             (sha, len(tar), 3, 8), name
 
 
+def _gzip_with_header_fields(data: bytes) -> bytes:
+    """A gzip member with FEXTRA, FNAME and FCOMMENT set (zlib has to skip them)."""
+    body = gzip.compress(data)[10:]  # deflate data, CRC32 and ISIZE
+    extra = b"AB\x02\x00hi"
+    return (b"\x1f\x8b\x08\x1c" + b"\0" * 4 + b"\x00\x03" + len(extra).to_bytes(2, "little")
+            + extra + b"layer.tar\0" + b"a comment\0" + body)
+
+
+def _bad_crc(blob: bytes) -> bytes:
+    return blob[:-8] + bytes(b ^ 0xFF for b in blob[-8:-4]) + blob[-4:]
+
+
+_GOOD = gzip.compress(layer(entry("a", data=b"x" * 5000)))
+
+
 @pytest.mark.parametrize("blob", [b"\x1f\x8b" + b"not gzip" * 100,
-                                  b"\x28\xb5\x2f\xfd" + b"not zstd" * 100, b""])
+                                  b"\x28\xb5\x2f\xfd" + b"not zstd" * 100, b"",
+                                  _GOOD[:-20], _bad_crc(_GOOD), _GOOD + b"trailing garbage"],
+                         ids=["gzip", "zstd", "empty", "truncated-gzip", "gzip-crc",
+                              "gzip-garbage-after"])
 def test_corrupt_streams_are_unsafe_layers(tmp_path: Path, blob: bytes) -> None:
     if blob.startswith(b"\x28\xb5"):
         pytest.importorskip("zstandard")
@@ -336,6 +357,18 @@ def test_corrupt_streams_are_unsafe_layers(tmp_path: Path, blob: bytes) -> None:
     dest.mkdir()
     with pytest.raises(UnsafeLayer):
         unpack_layer(io.BytesIO(blob), dest)
+
+
+def test_a_large_file_spanning_many_reads_is_exact(tmp_path: Path) -> None:
+    data = os.urandom(5 << 20) + b"end"  # several of the unpacker's 1 MiB reads, and a remainder
+    tar = layer(d("data"), entry("data/blob", data=data), entry("after", data=b"tail"))
+    for name, blob in {"gzip": gzip.compress(tar, 1), "plain": tar}.items():
+        dest = tmp_path / name
+        dest.mkdir()
+        stats = unpack_layer(io.BytesIO(blob), dest)
+        assert (dest / "data" / "blob").read_bytes() == data, name
+        assert (dest / "after").read_bytes() == b"tail", name
+        assert stats.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest(), name
 
 
 def test_byte_limit_is_checked_before_writing(tmp_path: Path) -> None:
