@@ -214,7 +214,10 @@ class OCIRuntime:
                     self.place_monitor(proc.pid)
                 except (OSError, CgroupError) as exc:
                     raise OCIRuntimeError(f"cannot move conmon into its cgroup: {exc}") from exc
-            os.write(start_write, b"0")  # conmon waits for this before it forks anything
+            # conmon waits for this before it forks anything. A broken pipe means it is gone
+            # already: its status and stderr (below) say why.
+            with contextlib.suppress(BrokenPipeError):
+                os.write(start_write, b"0")
             # The first conmon exits as soon as its daemonized child is forked; stderr reaches
             # EOF once that child has pointed its stdio at /dev/null.
             _, stderr = await proc.communicate()
