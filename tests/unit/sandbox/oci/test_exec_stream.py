@@ -48,7 +48,10 @@ def test_tty_resize_and_exit(env: Env, ctr: Container) -> None:  # noqa: F811
         ex = await start(env, ctr, ["sh"], tty=True, width=80, height=24)
         assert ex.tty and ex.stderr is None
         ex.resize(123, 45)
-        await ex.write_stdin(b"stty size; tty; exit 3\n")
+        # runc relays the size to the container's pty on its own time, not in order with
+        # stdin: the shell waits for it (a loaded CI host ran stty first and saw 24 80).
+        await ex.write_stdin(b'for i in $(seq 50); do [ "$(stty size)" = "45 123" ] && break; '
+                             b"sleep 0.1; done; stty size; tty; exit 3\n")
         async with asyncio.timeout(WAIT):
             out = await ex.stdout.read()
             code = await ex.wait()
