@@ -53,7 +53,8 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
     async def ImageFsInfo(self, request: api_pb2.ImageFsInfoRequest, context: Ctx
                           ) -> api_pb2.ImageFsInfoResponse:
         rt = self.runtime
-        return await asyncio.to_thread(image_fs_info, rt.images.store, rt.container_root)
+        return await asyncio.to_thread(image_fs_info, rt.images.store, rt.container_root,
+                                       rt.container_fs_usage)
 
 
 fill_unimplemented(ImageServicer, "ImageService")

@@ -27,26 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cri.store.durable import write_atomic, write_json
+from sandbox import diskusage
 
 log = logging.getLogger(__name__)
 
 
 def disk_usage(root: Path) -> tuple[int, int]:
-    """(bytes allocated, inodes) under ``root``, not following symlinks or crossing mounts."""
-    st = root.lstat()
-    used, inodes, dev = st.st_blocks * 512, 1, st.st_dev
-    stack = [str(root)]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for entry in it:
-                est = entry.stat(follow_symlinks=False)
-                if est.st_dev != dev:
-                    continue
-                used += est.st_blocks * 512
-                inodes += 1
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-    return used, inodes
+    """(bytes allocated, inodes) under ``root``: sandbox.diskusage's walk, which follows no
+    symlink, crosses no mount and skips what is removed while it walks (an image removed
+    during an ImageFsInfo call used to fail the call with FileNotFoundError)."""
+    return diskusage.usage(root)
 
 
 def chain_ids(diff_ids: list[str] | tuple[str, ...]) -> list[str]:

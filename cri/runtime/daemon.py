@@ -70,6 +70,8 @@ class Runtime:
         # sizes, re-walked as often as their cost allows; both pruned by prune_stats().
         self.cpu_rates: dict[str, CpuRate] = {}
         self.layer_usage = diskusage.UsageCache()
+        # The whole containers dir, for ImageFsInfo (its one key is never pruned).
+        self.container_fs_usage = diskusage.UsageCache()
         self._streaming: Any = None  # cri.streaming.service.Streaming, once started
         # What the OCI runtime supports (`runc features`), learnt at start-up.
         self.mount_options: frozenset[str] = frozenset()
