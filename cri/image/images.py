@@ -8,7 +8,11 @@ tmp/ and are removed on every exit path, and on start-up).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import io
 import logging
+import os
 import shutil
 import threading
 import time
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 LAYER_PARALLELISM = 3
 BLOB_ATTEMPTS = 3
 PROGRESS_EVERY = 5.0  # seconds between progress lines of a large download
+PIPE_BYTES = 1 << 20  # the download-to-unpacker pipe (pipe-max-size's default)
 
 _T = TypeVar("_T")
 
@@ -72,6 +77,27 @@ class _StoppableFile:
         if self.stop.is_set():
             raise _Stopped("pull cancelled")
         return self.raw.read(n)
+
+
+def _set_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to the non-blocking pipe ``fd``, waiting while its reader lags behind."""
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(fd, _set_once, writable)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(fd)
 
 
 async def _in_thread(fn: Callable[[], _T], stop: threading.Event | None = None) -> _T:
@@ -347,65 +373,100 @@ class Images:
 
     async def _fetch_layer(self, ep: Endpoint, desc: mf.Descriptor, chain_id: str, diff_id: str,
                            creds: Credentials, image: str) -> None:
+        """Download the layer straight into its unpacker, which reads it from a pipe in a worker
+        thread while the bytes arrive: no temp copy of the blob, and a pull costs about the
+        longer of downloading and unpacking, not their sum. Committed only once the blob's
+        digest and size, and the unpacked tar's diff_id, are checked."""
         tmp = self.store.new_tmp()
         try:
-            blob = tmp / "blob"
             async with self._downloads:
-                await self._download(ep, desc, blob, creds, image)
-            unpacked = tmp / "diff"
-            unpacked.mkdir(mode=0o755)
-            try:
-                stats = await self._unpack(blob, unpacked, desc.media_type)
-            except LayerTooLarge as exc:
-                raise InvalidArgument(f"layer {desc.digest} of {image} is too large to "
-                                      f"unpack: {exc}") from exc
-            except UnsafeLayer as exc:
-                raise FailedPrecondition(f"layer {desc.digest} refused: {exc}") from exc
+                for attempt in range(1, BLOB_ATTEMPTS + 1):
+                    unpacked = tmp / f"diff-{attempt}"
+                    unpacked.mkdir(mode=0o755)
+                    try:
+                        stats = await self._download_and_unpack(ep, desc, unpacked, creds)
+                        break
+                    except RegistryUnavailable as exc:
+                        if attempt == BLOB_ATTEMPTS:
+                            raise Unavailable(f"layer {desc.digest}: {exc}") from exc
+                        log.warning("layer %s: %s; retrying (%d/%d)", desc.digest, exc, attempt,
+                                    BLOB_ATTEMPTS)
+                        await asyncio.to_thread(shutil.rmtree, unpacked, True)
+                        await asyncio.sleep(0.5 * 2 ** (attempt - 1))  # back-off
+                    except mf.DigestMismatch as exc:
+                        raise Internal(f"layer {desc.digest}: {exc}") from exc
+                    except RegistryNotFound as exc:
+                        if desc.foreign:
+                            raise FailedPrecondition(foreign_layer_message(desc, image)) from exc
+                        raise NotFound(f"layer {desc.digest}: {exc}") from exc
+                    except LayerTooLarge as exc:
+                        raise InvalidArgument(f"layer {desc.digest} of {image} is too large to "
+                                              f"unpack: {exc}") from exc
+                    except UnsafeLayer as exc:
+                        raise FailedPrecondition(f"layer {desc.digest} refused: {exc}") from exc
             if stats.diff_id != diff_id:
                 raise Internal(f"layer {desc.digest} unpacks to {stats.diff_id}, "
                                f"but the image config says {diff_id}")
-            blob.unlink()
             await _in_thread(lambda: self.store.commit_layer(chain_id, unpacked))
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
 
-    @staticmethod
-    async def _unpack(blob: Path, dest: Path, media_type: str) -> LayerStats:
-        stop = threading.Event()
+    async def _download_and_unpack(self, ep: Endpoint, desc: mf.Descriptor, dest: Path,
+                                   creds: Credentials) -> LayerStats:
+        """One attempt: the blob is verified as it goes through the pipe. A download error
+        (digest or size included) wins over the truncated stream it leaves the unpacker; the
+        unpacker's own error wins over the broken pipe it leaves the download."""
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        reader = io.FileIO(read_fd, "rb")  # closed below, whether its thread ran or not
+        try:
+            with contextlib.suppress(OSError):  # fewer, larger hand-offs; the default works too
+                fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            os.set_blocking(write_fd, False)
+            stop = threading.Event()
 
-        def work() -> LayerStats:
-            with blob.open("rb") as f:
-                # The wrapper has the one method the unpacker calls on its stream.
-                stream = cast(BinaryIO, _StoppableFile(f, stop))
-                return unpack_image_layer(stream, dest, media_type=media_type)
+            def work() -> LayerStats:
+                # Closed as soon as the unpacker is done, so a download it no longer reads
+                # fails with a broken pipe instead of waiting for room in the pipe.
+                with reader:
+                    stream = cast(BinaryIO, _StoppableFile(reader, stop))
+                    return unpack_image_layer(stream, dest, media_type=desc.media_type)
 
-        return await _in_thread(work, stop)
-
-    async def _download(self, ep: Endpoint, desc: mf.Descriptor, dest: Path,
-                        creds: Credentials, image: str) -> None:
-        for attempt in range(1, BLOB_ATTEMPTS + 1):
-            verifier = mf.DigestVerifier(desc.digest, desc.size)
-            last_log = time.monotonic()
+            unpacking = asyncio.ensure_future(_in_thread(work, stop))
             try:
-                with dest.open("wb") as out:
-                    async for chunk in self.client.blob(ep, desc.digest, creds):
-                        verifier.update(chunk)
-                        out.write(chunk)
-                        if time.monotonic() - last_log > PROGRESS_EVERY:
-                            last_log = time.monotonic()
-                            log.info("layer %s: %d of %d bytes", desc.digest[:19],
-                                     verifier.seen, desc.size)
+                verifier = mf.DigestVerifier(desc.digest, desc.size)
+                last_log = time.monotonic()
+                # Once the unpacker stops reading (it refused the layer), the rest is only
+                # hashed: bytes damaged on the way are reported as such, not as a bad layer.
+                piped = True
+                async for chunk in self.client.blob(ep, desc.digest, creds):
+                    verifier.update(chunk)
+                    if piped:
+                        try:
+                            await _write_all(write_fd, chunk)
+                        except BrokenPipeError:
+                            piped = False
+                    if time.monotonic() - last_log > PROGRESS_EVERY:
+                        last_log = time.monotonic()
+                        log.info("layer %s: %d of %d bytes", desc.digest[:19], verifier.seen,
+                                 desc.size)
                 verifier.finish()
-                return
-            except RegistryUnavailable as exc:
-                if attempt == BLOB_ATTEMPTS:
-                    raise Unavailable(f"layer {desc.digest}: {exc}") from exc
-                log.warning("layer %s: %s; retrying (%d/%d)", desc.digest, exc, attempt,
-                            BLOB_ATTEMPTS)
-                await asyncio.sleep(0.5 * 2 ** (attempt - 1))  # back-off on a flaky registry
-            except mf.DigestMismatch as exc:
-                raise Internal(f"layer {desc.digest}: {exc}") from exc
-            except RegistryNotFound as exc:
-                if desc.foreign:
-                    raise FailedPrecondition(foreign_layer_message(desc, image)) from exc
-                raise NotFound(f"layer {desc.digest}: {exc}") from exc
+                if not piped:
+                    await unpacking  # the blob is what it should be: the unpacker's error
+                    raise UnsafeLayer("the tar stream ended before the blob did")
+                os.close(write_fd)  # the end of the stream, which the unpacker reads up to
+                write_fd = -1
+                return await unpacking
+            except BaseException:
+                stop.set()
+                if write_fd >= 0:
+                    os.close(write_fd)  # wakes a read waiting for more
+                    write_fd = -1
+                unpacking.cancel()
+                await asyncio.wait({unpacking})
+                if not unpacking.cancelled():
+                    unpacking.exception()  # retrieved: the error raised here is the one to tell
+                raise
+        finally:
+            if write_fd >= 0:
+                os.close(write_fd)
+            reader.close()

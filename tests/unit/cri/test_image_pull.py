@@ -10,17 +10,19 @@ import io
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from cri.errors import FailedPrecondition, InvalidArgument
+from cri.errors import FailedPrecondition, Internal, InvalidArgument, Unavailable
 from cri.image import images as images_mod
 from cri.image import manifest as m
 from cri.image import unpack
 from cri.image.auth import Credentials
 from cri.image.images import Images
+from cri.image.registries_conf import Endpoint
+from cri.image.registry import RegistryUnavailable
 from cri.image.store import ImageRecord
 from tests.fixtures.images import push_image, tar_layer
 from tests.fixtures.registry import LocalRegistry
@@ -188,3 +190,77 @@ def test_a_stopped_unpack_ends_at_its_next_read(tmp_path: Path) -> None:
     with pytest.raises(images_mod._Stopped):
         unpack.unpack_image_layer(stream, dest)  # type: ignore[arg-type]
     assert list(dest.iterdir()) == []
+
+
+class _Flaky:
+    """Wraps RegistryClient.blob for the blobs ``only`` names: their first ``breaks`` downloads
+    stop after the first chunk with a transient error; ``corrupt`` flips a byte of it."""
+
+    def __init__(self, images: Images, only: list[str], *, breaks: int = 0,
+                 corrupt: bool = False) -> None:
+        self.real = images.client.blob
+        self.only = set(only)
+        self.breaks = breaks
+        self.corrupt = corrupt
+        self.calls: dict[str, int] = {}
+        images.client.blob = self.blob  # type: ignore[method-assign]
+
+    async def blob(self, ep: Endpoint, digest: str, creds: Credentials | None = None
+                   ) -> AsyncIterator[bytes]:
+        self.calls[digest] = self.calls.get(digest, 0) + 1
+        first = digest in self.only
+        async for chunk in self.real(ep, digest, creds):
+            if first and self.corrupt:
+                chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
+            yield chunk
+            if first and self.calls[digest] <= self.breaks:
+                raise RegistryUnavailable(f"{ep.host}: connection reset (test)")
+            first = False
+
+
+def _big_layer() -> bytes:
+    # Several pipe-fulls, so the unpacker is reading while the download goes on.
+    return tar_layer({"data/blob": os.urandom(3 << 20), "data/after": b"tail"})
+
+
+def test_a_download_broken_mid_layer_is_retried_from_a_clean_unpack(
+        tmp_path: Path, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(asyncio, "sleep", _no_sleep)  # the back-off
+    layer = _big_layer()
+    pushed = push_image(registry, "flaky/once", "v1", [layer])
+    images = _images(tmp_path, registry)
+    flaky = _Flaky(images, pushed.layer_digests, breaks=1)
+    rec = _pull(images, f"{registry.host}/flaky/once:v1")
+    assert rec.id == pushed.image_id
+    assert flaky.calls[pushed.layer_digests[0]] == 2
+    diff = images.store.layer_dir(rec.chain_ids[0]) / "diff"
+    assert (diff / "data" / "after").read_bytes() == b"tail"
+    assert sorted(p.name for p in (diff / "data").iterdir()) == ["after", "blob"]
+    assert list(images.store.tmp.iterdir()) == []
+
+
+def test_a_registry_that_keeps_breaking_is_unavailable_and_leaves_nothing(
+        tmp_path: Path, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(asyncio, "sleep", _no_sleep)
+    pushed = push_image(registry, "flaky/always", "v1", [_big_layer()])
+    images = _images(tmp_path, registry)
+    flaky = _Flaky(images, pushed.layer_digests, breaks=99)
+    with pytest.raises(Unavailable, match="connection reset"):
+        _pull(images, f"{registry.host}/flaky/always:v1")
+    assert flaky.calls[pushed.layer_digests[0]] == images_mod.BLOB_ATTEMPTS
+    _assert_nothing_left(images)
+
+
+def test_a_blob_that_does_not_match_its_digest_is_refused_and_leaves_nothing(
+        tmp_path: Path, registry: LocalRegistry) -> None:
+    pushed = push_image(registry, "flaky/corrupt", "v1", [_big_layer()])
+    images = _images(tmp_path, registry)
+    _Flaky(images, pushed.layer_digests, corrupt=True)
+    with pytest.raises(Internal, match=f"layer {pushed.layer_digests[0]}.*digest") as err:
+        _pull(images, f"{registry.host}/flaky/corrupt:v1")
+    assert err.value.code is not None
+    _assert_nothing_left(images)
+
+
+async def _no_sleep(delay: float, result: object = None) -> object:
+    return result
