@@ -25,6 +25,7 @@ from cri.image.store import ImageRecord
 from cri.runtime import container_spec
 from cri.runtime.container_exit import publish
 from cri.runtime.daemon import Runtime
+from cri.runtime.podspec import check_user_namespace
 from cri.store.container import Container, ContainerMeta, ContainerState
 from cri.store.sandbox import Sandbox
 from sandbox import cgroups
@@ -100,6 +101,7 @@ async def create_container(rt: Runtime, pod_id: str, config: api_pb2.ContainerCo
                            pod_config: api_pb2.PodSandboxConfig | None = None) -> str:
     if not config.HasField("metadata") or not config.metadata.name:
         raise InvalidArgument("container metadata.name must be set")
+    check_user_namespace(config.linux.security_context.namespace_options)
     pod = rt.sandboxes.lookup(pod_id)
     rec = _resolve_image(rt, config.image)
     image_cfg = parse_image_config(rt.images.store.get_blob(rec.config_digest))

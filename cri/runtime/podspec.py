@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from cri.api import api_pb2
 from cri.config import Config
-from cri.errors import InvalidArgument
+from cri.errors import InvalidArgument, Unimplemented
 from sandbox import sysctl
 from sandbox.errors import InvalidSysctl
 
@@ -76,6 +76,20 @@ def _memory_limit(linux: api_pb2.LinuxPodSandboxConfig) -> int | None:
     return limit + max(overhead, 0)
 
 
+def check_user_namespace(ns: api_pb2.NamespaceOption) -> None:
+    """The node's user namespace (mode NODE, what the kubelet asks for unless hostUsers is
+    false) is the only one there is: a request for a pod user namespace is refused rather than
+    silently run as the node's root. RuntimeStatus tells the kubelet so up front."""
+    if not ns.HasField("userns_options") or ns.userns_options.mode == NODE:
+        return
+    mode = api_pb2.NamespaceMode.Name(ns.userns_options.mode)
+    if ns.userns_options.mode != POD:
+        raise InvalidArgument(f"user namespace mode {mode} is not valid: a pod has its own "
+                              "user namespace (POD) or the node's (NODE)")
+    raise Unimplemented("user namespaces (mode POD) are not supported: runc 1.1 cannot make "
+                        "idmapped mounts, so pycri reports user_namespaces false")
+
+
 def plan(cfg: Config, config: api_pb2.PodSandboxConfig) -> PodPlan:
     if not config.HasField("metadata"):
         raise InvalidArgument("pod sandbox config has no metadata")
@@ -87,6 +101,7 @@ def plan(cfg: Config, config: api_pb2.PodSandboxConfig) -> PodPlan:
         raise InvalidArgument("namespace mode TARGET is only valid for the pid namespace")
     if ns.pid == TARGET:
         raise InvalidArgument("pid namespace mode TARGET applies to containers, not pods")
+    check_user_namespace(ns)
     host_network, host_ipc, host_pid = ns.network == NODE, ns.ipc == NODE, ns.pid == NODE
     hostname = config.hostname or (socket.gethostname() if host_network else md.name[:63])
     defaults: dict[str, str] = {}

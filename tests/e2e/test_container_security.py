@@ -343,6 +343,13 @@ def test_run_as_group_without_user_is_refused(pod: Pod) -> None:
     assert err.code() == INVALID, err.details()
 
 
+def test_a_container_user_namespace_is_refused(pod: Pod) -> None:
+    cfg = pod.container_config("u", SLEEP)
+    cfg.linux.security_context.namespace_options.userns_options.mode = api_pb2.NamespaceMode.POD
+    err = create_refused(pod, cfg)
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED, err.details()
+
+
 def test_supplemental_groups_merge_and_strict(pod: Pod) -> None:
     P = api_pb2.SupplementalGroupsPolicy
     merge = run(pod, "merge", security=sc(run_as_username="www-data",

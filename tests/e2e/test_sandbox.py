@@ -200,6 +200,24 @@ def test_bad_sysctls_are_invalid_argument_and_change_nothing(daemon: Daemon, rt,
     assert "/tmp/x" not in core
 
 
+def test_a_pod_user_namespace_is_refused_and_the_node_one_runs(daemon: Daemon, rt) -> None:
+    sandboxes = daemon.root / "sandboxes"
+    before = set(os.listdir(sandboxes)) if sandboxes.exists() else set()
+    cfg = pod_config()
+    userns = cfg.linux.security_context.namespace_options.userns_options
+    userns.mode = api_pb2.NamespaceMode.POD  # a pod with hostUsers: false
+    userns.uids.add(container_id=0, host_id=100000, length=65536)
+    userns.gids.add(container_id=0, host_id=100000, length=65536)
+    with pytest.raises(grpc.RpcError) as err:
+        run(rt, cfg)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED, err.value.details()
+    assert "user namespaces" in (err.value.details() or "")
+    assert (set(os.listdir(sandboxes)) if sandboxes.exists() else set()) == before
+    node = pod_config()  # what the kubelet sends for every other pod
+    node.linux.security_context.namespace_options.userns_options.mode = NODE
+    remove(rt, run(rt, node))
+
+
 def test_namespaced_sysctls_applied(rt) -> None:
     cfg = pod_config()
     cfg.linux.sysctls.update({"net.ipv4.ip_local_port_range": "20000 30000",

@@ -4,7 +4,7 @@ import pytest
 
 from cri.api import api_pb2
 from cri.config import PycriConfig
-from cri.errors import InvalidArgument
+from cri.errors import InvalidArgument, Unimplemented
 from cri.runtime.podspec import plan
 
 
@@ -53,9 +53,25 @@ def test_default_sysctls_merge_and_pod_wins() -> None:
     lambda c: c.linux.sysctls.update({"kernel.core_pattern": "|/x"}),
     lambda c: setattr(c.linux.security_context.namespace_options, "pid",
                       api_pb2.NamespaceMode.TARGET),
+    lambda c: setattr(c.linux.security_context.namespace_options.userns_options, "mode",
+                      api_pb2.NamespaceMode.CONTAINER),
+    lambda c: setattr(c.linux.security_context.namespace_options.userns_options, "mode",
+                      api_pb2.NamespaceMode.TARGET),
 ])
 def test_bad_input_is_invalid_argument(mutate: object) -> None:
     c = cfg()
     mutate(c)  # type: ignore[operator]
     with pytest.raises(InvalidArgument):
+        plan(PycriConfig(), c)
+
+
+def test_the_node_user_namespace_is_accepted_and_a_pod_one_refused() -> None:
+    c = cfg()
+    userns = c.linux.security_context.namespace_options.userns_options
+    userns.mode = api_pb2.NamespaceMode.NODE  # what the kubelet sends for hostUsers: true
+    assert plan(PycriConfig(), c).hostname == "web"
+    userns.mode = api_pb2.NamespaceMode.POD  # hostUsers: false
+    userns.uids.add(container_id=0, host_id=1000, length=65536)
+    userns.gids.add(container_id=0, host_id=1000, length=65536)
+    with pytest.raises(Unimplemented, match=r"user namespaces .* not supported"):
         plan(PycriConfig(), c)
