@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import io
 import logging
 import os
@@ -46,7 +47,7 @@ from cri.image.registry import (
     RegistryNotFound,
     RegistryUnavailable,
 )
-from cri.image.shared import SharedTasks
+from cri.image.shared import SharedTasks, until_done
 from cri.image.store import ImageRecord, ImageStore, chain_ids
 from cri.image.unpack import LayerStats, LayerTooLarge, UnsafeLayer, unpack_image_layer
 from sandbox.oci.inotify import IN_MOVED_TO, Inotify
@@ -111,7 +112,8 @@ async def _in_thread(fn: Callable[[], _T], stop: threading.Event | None = None) 
     except asyncio.CancelledError:
         if stop is not None:
             stop.set()
-        await asyncio.wait({job})
+        with contextlib.suppress(asyncio.CancelledError):
+            await until_done(job)  # a second cancellation waits for the thread too
         if not job.cancelled():
             job.exception()  # retrieved: the cancellation is what the caller reports
         raise
@@ -391,7 +393,7 @@ class Images:
                             raise Unavailable(f"layer {desc.digest}: {exc}") from exc
                         log.warning("layer %s: %s; retrying (%d/%d)", desc.digest, exc, attempt,
                                     BLOB_ATTEMPTS)
-                        await asyncio.to_thread(shutil.rmtree, unpacked, True)
+                        await _in_thread(functools.partial(shutil.rmtree, unpacked, True))
                         await asyncio.sleep(0.5 * 2 ** (attempt - 1))  # back-off
                     except mf.DigestMismatch as exc:
                         raise Internal(f"layer {desc.digest}: {exc}") from exc
@@ -409,7 +411,9 @@ class Images:
                                f"but the image config says {diff_id}")
             await _in_thread(lambda: self.store.commit_layer(chain_id, unpacked))
         finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            # Waited for even when cancelled meanwhile (a sibling layer failed, the caller
+            # gave up): the pull reports its end only once its temp dir is gone.
+            await _in_thread(functools.partial(shutil.rmtree, tmp, True))
 
     async def _download_and_unpack(self, ep: Endpoint, desc: mf.Descriptor, dest: Path,
                                    creds: Credentials) -> LayerStats:
@@ -462,9 +466,11 @@ class Images:
                     os.close(write_fd)  # wakes a read waiting for more
                     write_fd = -1
                 unpacking.cancel()
-                await asyncio.wait({unpacking})
-                if not unpacking.cancelled():
-                    unpacking.exception()  # retrieved: the error raised here is the one to tell
+                try:
+                    await until_done(unpacking)
+                finally:
+                    if not unpacking.cancelled():
+                        unpacking.exception()  # retrieved: the error raised here is the one
                 raise
         finally:
             if write_fd >= 0:

@@ -38,4 +38,18 @@ class SharedTasks(Generic[T]):
             waiters[0] -= 1
             if waiters[0] == 0 and not task.done():
                 task.cancel()
-                await asyncio.wait({task})  # its cleanup has run when we return
+                await until_done(task)  # its cleanup has run when we return
+
+
+async def until_done(task: asyncio.Task[Any]) -> None:
+    """Wait for ``task`` to finish even if we are cancelled again meanwhile (a TaskGroup
+    cancels its children once for a failed sibling and again when its parent is cancelled);
+    a cancellation that arrived is re-raised once the task is done."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
