@@ -4,11 +4,9 @@ done - when the last asker leaves, even if that asker is cancelled more than onc
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
-from cri.image import images as images_mod
 from cri.image.shared import SharedTasks, until_done
 
 
@@ -70,31 +68,5 @@ def test_until_done_waits_through_cancellation_and_then_reraises_it() -> None:
         with pytest.raises(asyncio.CancelledError):
             await waiter
         assert task.done()
-
-    asyncio.run(scenario())
-
-
-def test_a_worker_thread_is_waited_for_through_a_second_cancellation() -> None:
-    release = threading.Event()
-    started = threading.Event()
-    finished: list[bool] = []
-
-    def work() -> None:
-        started.set()
-        release.wait(30)
-        finished.append(True)
-
-    async def scenario() -> None:
-        task = asyncio.ensure_future(images_mod._in_thread(work))
-        await asyncio.to_thread(started.wait)
-        task.cancel()
-        await asyncio.sleep(0.01)
-        task.cancel()  # e.g. a TaskGroup's second abort
-        await asyncio.sleep(0.01)
-        assert not task.done()  # the thread still runs, so the caller is not done either
-        release.set()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert finished == [True]
 
     asyncio.run(scenario())
