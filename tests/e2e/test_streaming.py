@@ -188,12 +188,14 @@ def test_port_forward_over_websocket_channels(pod: Pod) -> None:
     """The kubelet's WebSocket port-forward: channel 0 data, 1 error, each opened with the port
     (uint16 little endian); data on channel 0 reaches the pod's port."""
     pod.run("web", ["sh", "-c", "echo hello-ws > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"])
-    url = str(pod.rt.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=pod.id, port=[8080]),
-                                 timeout=10).url)
     deadline = time.monotonic() + WAIT
     body = b""
     while b"hello-ws" not in body:  # httpd may not listen yet on the first try
         assert time.monotonic() < deadline, body
+        # A URL is good for one connection: each try asks for a new one (a loaded CI host
+        # retried a spent one for 30 s).
+        url = str(pod.rt.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=pod.id,
+                                                                port=[8080]), timeout=10).url)
         u = urllib.parse.urlsplit(url)
         sock = socket.create_connection((u.hostname, u.port), timeout=WAIT)
         ws = WSConnection(ConnectionType.CLIENT)
