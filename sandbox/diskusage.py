@@ -142,10 +142,6 @@ class UsageCache:
             self._entries[key] = (now + took * self.factor, measured)
         return measured
 
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
-
     def retain(self, keys: Container[str]) -> None:
         """Forget every entry whose key is not in ``keys``."""
         with self._lock:

@@ -209,10 +209,10 @@ def test_costly_walks_are_reused_in_proportion_to_their_cost(tmp_path: Path) -> 
     tree.now += 1.0
     again = cache.usage("c1", tmp_path)
     assert tree.walks == 2 and again.used_bytes == 8192 and again.at_ns > first.at_ns
-    # Each key is its own; forget() drops one (a removed container).
+    # Each key is its own; retain() drops the others (removed containers).
     cache.usage("c2", tmp_path)
     assert tree.walks == 3
-    cache.forget("c1")
+    cache.retain({"c2"})
     cache.usage("c1", tmp_path)
     assert tree.walks == 4
 
