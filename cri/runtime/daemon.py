@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cri.config import Config, ConfigError
 from cri.errors import NotFound, Unavailable
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from cri.streaming.service import Streaming
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class Runtime:
@@ -100,6 +102,14 @@ class Runtime:
 
     def forget_lock(self, ident: str) -> None:
         self._locks.pop(ident, None)
+
+    async def stats_worker(self, collect: Callable[[], _T]) -> _T:
+        """``collect()`` (stats or metrics of containers and pods) in a worker thread, with the
+        caches pruned once it returns, whatever it removed meanwhile (see prune_stats)."""
+        try:
+            return await asyncio.to_thread(collect)
+        finally:
+            self.prune_stats()
 
     def prune_stats(self) -> None:
         """Drop the CPU samples and layer sizes of containers and pods that are gone. Called

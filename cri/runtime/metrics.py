@@ -19,7 +19,6 @@ runtime without the metric.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -177,10 +176,7 @@ async def list_pod_sandbox_metrics(rt: Runtime) -> list[api_pb2.PodSandboxMetric
     """Every pod's metrics, read in one pass in a worker thread (the stores are only touched
     here, on the event loop)."""
     work = [(pod, rt.containers.of_pod(pod.id)) for pod in rt.sandboxes]
-    try:
-        return await asyncio.to_thread(_collect, work, rt.layer_usage)
-    finally:
-        rt.prune_stats()
+    return await rt.stats_worker(lambda: _collect(work, rt.layer_usage))
 
 
 # --- building ----------------------------------------------------------------------------------

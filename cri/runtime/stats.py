@@ -8,7 +8,6 @@ worker that measured it returns to find it gone).
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from cri.api import api_pb2
@@ -83,10 +82,7 @@ def _container_stats(rt: Runtime, ctr: Container) -> api_pb2.ContainerStats:
 
 async def container_stats(rt: Runtime, ctr_id: str) -> api_pb2.ContainerStats:
     ctr = rt.containers.lookup(ctr_id)
-    try:
-        return await asyncio.to_thread(_container_stats, rt, ctr)
-    finally:
-        rt.prune_stats()
+    return await rt.stats_worker(lambda: _container_stats(rt, ctr))
 
 
 def _ctr_matches(ctr: Container, f: api_pb2.ContainerStatsFilter | None) -> bool:
@@ -102,10 +98,7 @@ def _ctr_matches(ctr: Container, f: api_pb2.ContainerStatsFilter | None) -> bool
 async def list_container_stats(rt: Runtime, f: api_pb2.ContainerStatsFilter | None
                                ) -> list[api_pb2.ContainerStats]:
     ctrs = [c for c in rt.containers if _ctr_matches(c, f)]
-    try:
-        stats = await asyncio.to_thread(lambda: [_container_stats(rt, c) for c in ctrs])
-    finally:
-        rt.prune_stats()
+    stats = await rt.stats_worker(lambda: [_container_stats(rt, c) for c in ctrs])
     # Containers removed while the worker read them are not reported.
     return [s for c, s in zip(ctrs, stats, strict=True) if rt.containers.get(c.id) is c]
 
@@ -146,10 +139,7 @@ def _pod_stats(rt: Runtime, pod: Sandbox) -> api_pb2.PodSandboxStats:
 
 async def pod_sandbox_stats(rt: Runtime, pod_id: str) -> api_pb2.PodSandboxStats:
     pod = rt.sandboxes.lookup(pod_id)
-    try:
-        return await asyncio.to_thread(_pod_stats, rt, pod)
-    finally:
-        rt.prune_stats()
+    return await rt.stats_worker(lambda: _pod_stats(rt, pod))
 
 
 async def list_pod_sandbox_stats(rt: Runtime, f: api_pb2.PodSandboxStatsFilter | None
@@ -157,10 +147,7 @@ async def list_pod_sandbox_stats(rt: Runtime, f: api_pb2.PodSandboxStatsFilter |
     pods = [p for p in rt.sandboxes
             if f is None or ((not f.id or p.id.startswith(f.id)) and all(
                 p.config.labels.get(k) == v for k, v in f.label_selector.items()))]
-    try:
-        stats = await asyncio.to_thread(lambda: [_pod_stats(rt, p) for p in pods])
-    finally:
-        rt.prune_stats()
+    stats = await rt.stats_worker(lambda: [_pod_stats(rt, p) for p in pods])
     return [s for p, s in zip(pods, stats, strict=True) if rt.sandboxes.get(p.id) is p]
 
 

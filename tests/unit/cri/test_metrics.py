@@ -144,7 +144,8 @@ def _runtime(pods: list[tuple[Sandbox, list[Container]]]) -> Runtime:
     by_id = {p.id: ctrs for p, ctrs in pods}
     fake = SimpleNamespace(sandboxes=[p for p, _ in pods],
                            containers=SimpleNamespace(of_pod=lambda pod_id: by_id.get(pod_id, [])),
-                           layer_usage=UsageCache(), prune_stats=lambda: None)
+                           layer_usage=UsageCache(),
+                           stats_worker=asyncio.to_thread)
     return cast(Runtime, fake)
 
 
