@@ -34,7 +34,6 @@ One that is merely too big for the limits raises its subclass LayerTooLarge.
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import io
 import os
@@ -514,7 +513,7 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, media_type: str = "",
             reader.drain()
         except UnsafeLayer:
             raise
-        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
             raise UnsafeLayer(f"layer{_label(media_type)} is not a readable tar stream: "
                               f"{exc}") from exc
         except Exception as exc:
