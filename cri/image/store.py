@@ -32,13 +32,6 @@ from sandbox import diskusage
 log = logging.getLogger(__name__)
 
 
-def disk_usage(root: Path) -> tuple[int, int]:
-    """(bytes allocated, inodes) under ``root``: sandbox.diskusage's walk, which follows no
-    symlink, crosses no mount and skips what is removed while it walks (an image removed
-    during an ImageFsInfo call used to fail the call with FileNotFoundError)."""
-    return diskusage.usage(root)
-
-
 def chain_ids(diff_ids: list[str] | tuple[str, ...]) -> list[str]:
     """OCI image-spec ChainIDs: chain(0) = diff(0), chain(n) = sha256(chain(n-1) + " " + diff(n))."""
     out: list[str] = []
@@ -142,7 +135,7 @@ class ImageStore:
         shutil.rmtree(final, ignore_errors=True)  # an incomplete earlier attempt
         final.mkdir(mode=0o700)
         os.rename(unpacked, final / "diff")
-        usage = disk_usage(final / "diff")
+        usage = diskusage.usage(final / "diff")
         write_json(final / "usage.json", list(usage))
         short = secrets.token_hex(6)
         os.symlink(f"../layers/{final.name}/diff", self.links / short)
@@ -166,7 +159,7 @@ class ImageStore:
                 raw = json.loads((self.layers / hexid / "usage.json").read_bytes())
                 known = (int(raw[0]), int(raw[1]))
             except (OSError, ValueError, TypeError, IndexError):
-                known = disk_usage(self.layers / hexid / "diff")
+                known = diskusage.usage(self.layers / hexid / "diff")
             self.usage[hexid] = known
         return known
 
@@ -174,7 +167,7 @@ class ImageStore:
         """(bytes, inodes) of the whole store: layers from memory, the small rest walked."""
         used = inodes = 0
         for d in (self.blobs, self.records):
-            b, i = disk_usage(d)
+            b, i = diskusage.usage(d)
             used, inodes = used + b, inodes + i
         for hexid in list(self.usage):
             b, i = self.usage[hexid]

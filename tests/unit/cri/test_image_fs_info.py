@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cri.image.image_fs_info import image_fs_info
-from cri.image.store import ImageStore, disk_usage
-from sandbox.diskusage import UsageCache
+from cri.image.store import ImageStore
+from sandbox.diskusage import UsageCache, usage
 
 
 def test_disk_usage_counts_allocated_bytes_and_inodes(tmp_path: Path) -> None:
@@ -12,7 +12,7 @@ def test_disk_usage_counts_allocated_bytes_and_inodes(tmp_path: Path) -> None:
     (root / "layers" / "a").mkdir(parents=True)
     (root / "layers" / "a" / "blob").write_bytes(b"x" * 100_000)
     (root / "link").symlink_to("/etc/passwd")  # one inode, never followed
-    used, inodes = disk_usage(root)
+    used, inodes = usage(root)
     assert inodes == 5  # tree, layers, a, blob, link
     assert used >= 100_000
 
