@@ -104,21 +104,16 @@ def ensure(cidrs: Sequence[str], owner: str, run: Runner = _run) -> None:
             made = ipt("-N", CHAIN)
             if made.returncode != 0 and ipt("-S", CHAIN).returncode != 0:  # not a lost race
                 raise MasqueradeError(f"{binary} -t nat -N {CHAIN}: {made.stderr.strip()}")
-        for net, rule in _owned(listed.stdout, owner).items():
-            if net not in nets:
-                dropped = ipt("-D", *rule)
-                if dropped.returncode != 0:
-                    raise MasqueradeError(
-                        f"{binary} -t nat -D {shlex.join(rule)}: {dropped.stderr.strip()}")
-        if not nets:
-            continue
-        for rule in (jump_rule(), *(subnet_rule(n, owner) for n in nets)):
-            if ipt("-C", *rule).returncode == 0:
-                continue
-            added = ipt("-A", *rule)
-            if added.returncode != 0:
+        owned = _owned(listed.stdout, owner)  # the listing says which rules we have already
+        changes = [("-D", rule) for net, rule in owned.items() if net not in nets]
+        if nets and ipt("-C", *jump_rule()).returncode != 0:
+            changes.append(("-A", jump_rule()))
+        changes += [("-A", subnet_rule(n, owner)) for n in nets if n not in owned]
+        for op, rule in changes:
+            done = ipt(op, *rule)
+            if done.returncode != 0:
                 raise MasqueradeError(
-                    f"{binary} -t nat -A {shlex.join(rule)}: {added.stderr.strip()}")
+                    f"{binary} -t nat {op} {shlex.join(rule)}: {done.stderr.strip()}")
 
 
 def remove(cidrs: Sequence[str], owner: str, run: Runner = _run) -> None:
