@@ -10,7 +10,7 @@ import pytest
 
 from cri.api import api_pb2_grpc
 from tests.e2e.containers import Pod, pods, pull, remove_all_images, start_registry
-from tests.e2e.helpers import Daemon, need_root
+from tests.e2e.helpers import Daemon, close_connections, need_root
 from tests.fixtures.registry import LocalRegistry
 
 
@@ -29,6 +29,12 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         assert not left, f"leaked after the e2e session: {left}"
     finally:
         d.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _close_streaming_connections() -> Iterator[None]:
+    yield
+    close_connections()
 
 
 def pod_netns() -> set[str]:

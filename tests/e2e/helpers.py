@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,21 @@ from cri.api import api_pb2, api_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = Path("/usr/lib/cni")
+# Client connections to the streaming server opened by the running test (see connect()).
+_connections: list[socket.socket] = []
+
+
+def connect(host: str | None, port: int | None, timeout: float) -> socket.socket:
+    """A TCP connection that the conftest closes when the test ends, passed or failed: a test
+    that fails mid-session must not leave a socket for a later test's ResourceWarning."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    _connections.append(sock)
+    return sock
+
+
+def close_connections() -> None:
+    while _connections:
+        _connections.pop().close()
 
 
 def need_root() -> None:

@@ -20,6 +20,7 @@ from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Requ
 from cri.api import api_pb2
 from cri.streaming import spdy
 from tests.e2e.containers import Pod
+from tests.e2e.helpers import connect
 
 pytestmark = pytest.mark.e2e
 WAIT = 30.0
@@ -28,7 +29,7 @@ WAIT = 30.0
 def _upgrade(url: str, headers: list[tuple[str, str]]) -> tuple[socket.socket, int, bytes]:
     """GET ``url`` with upgrade headers; returns the socket, the status and bytes after it."""
     u = urllib.parse.urlsplit(url)
-    sock = socket.create_connection((u.hostname, u.port), timeout=WAIT)
+    sock = connect(u.hostname, u.port, WAIT)
     conn = h11.Connection(h11.CLIENT)
     sock.sendall(conn.send(h11.Request(method="POST", target=u.path + (f"?{u.query}" if u.query
                                                                         else ""),
@@ -123,7 +124,7 @@ def test_exec_over_websocket_v5_with_tty(pod: Pod) -> None:
     ctr = pod.run("t", ["sleep", "1000"])
     url = exec_url(pod, ctr, ["sh", "-c", "tty; exit 0"], tty=True)
     u = urllib.parse.urlsplit(url)
-    sock = socket.create_connection((u.hostname, u.port), timeout=WAIT)
+    sock = connect(u.hostname, u.port, WAIT)
     ws = WSConnection(ConnectionType.CLIENT)
     sock.sendall(ws.send(Request(host=u.netloc, target=u.path, subprotocols=["v5.channel.k8s.io"])))
     frames: list[bytes] = []
@@ -197,7 +198,7 @@ def test_port_forward_over_websocket_channels(pod: Pod) -> None:
         url = str(pod.rt.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=pod.id,
                                                                 port=[8080]), timeout=10).url)
         u = urllib.parse.urlsplit(url)
-        sock = socket.create_connection((u.hostname, u.port), timeout=WAIT)
+        sock = connect(u.hostname, u.port, WAIT)
         ws = WSConnection(ConnectionType.CLIENT)
         sock.sendall(ws.send(Request(host=u.netloc, target=f"{u.path}?port=8080",
                                      subprotocols=["v4.channel.k8s.io"])))

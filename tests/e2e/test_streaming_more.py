@@ -28,7 +28,7 @@ from wsproto.events import (
 
 from cri.api import api_pb2
 from tests.e2e.containers import Pod, wait_until
-from tests.e2e.helpers import Daemon
+from tests.e2e.helpers import Daemon, connect
 from tests.e2e.test_streaming import WAIT, SpdyClient, _upgrade, exec_url, spdy_session
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +49,7 @@ class WsClient:
     @classmethod
     def connect(cls, url: str, protocol: str = WS_EXEC) -> WsClient:
         u = urllib.parse.urlsplit(url)
-        sock = socket.create_connection((u.hostname, u.port), timeout=WAIT)
+        sock = connect(u.hostname, u.port, WAIT)
         ws = WSConnection(ConnectionType.CLIENT)
         sock.sendall(ws.send(Request(host=u.netloc, target=u.path, subprotocols=[protocol])))
         client = cls(sock, ws)
@@ -217,7 +217,9 @@ def test_exec_is_killed_when_the_client_vanishes(pod: Pod) -> None:
     c.open({"streamtype": "error"})
     out = c.open({"streamtype": "stdout"})
     c.pump(lambda: b"started" in c.data[out])
-    assert host_pids_with(marker), "the exec'd sleep should be running while the client is there"
+    # Polled, not read once: while sh execs sleep, the kernel shows an empty command line.
+    wait_until("the exec'd sleep running while the client is there",
+               lambda: bool(host_pids_with(marker)), WAIT)
     abort(c.sock)
     wait_until(f"no process with {marker} in its command line", lambda: not host_pids_with(marker),
                WAIT)
