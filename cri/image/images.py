@@ -50,6 +50,7 @@ from cri.image.registry import (
 from cri.image.shared import SharedTasks, until_done
 from cri.image.store import ImageRecord, ImageStore, chain_ids
 from cri.image.unpack import LayerStats, LayerTooLarge, UnsafeLayer, unpack_image_layer
+from sandbox.fdio import write_all
 from sandbox.oci.inotify import IN_MOVED_TO, Inotify
 
 log = logging.getLogger(__name__)
@@ -78,27 +79,6 @@ class _StoppableFile:
         if self.stop.is_set():
             raise _Stopped("pull cancelled")
         return self.raw.read(n)
-
-
-def _set_once(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-async def _write_all(fd: int, data: bytes) -> None:
-    """Write ``data`` to the non-blocking pipe ``fd``, waiting while its reader lags behind."""
-    loop = asyncio.get_running_loop()
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            writable: asyncio.Future[None] = loop.create_future()
-            loop.add_writer(fd, _set_once, writable)
-            try:
-                await writable
-            finally:
-                loop.remove_writer(fd)
 
 
 async def _in_thread(fn: Callable[[], _T], stop: threading.Event | None = None) -> _T:
@@ -446,7 +426,7 @@ class Images:
                     verifier.update(chunk)
                     if piped:
                         try:
-                            await _write_all(write_fd, chunk)
+                            await write_all(write_fd, chunk)
                         except BrokenPipeError:
                             piped = False
                     if time.monotonic() - last_log > PROGRESS_EVERY:

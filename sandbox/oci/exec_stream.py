@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sandbox.fdio import write_all
 from sandbox.oci.exec_sync import exec_process_spec, kill_exec_tree
 from sandbox.oci.runc import RUNTIME_ENV, global_args
 
@@ -111,14 +112,7 @@ class ExecStream:
 
     async def write_stdin(self, data: bytes) -> None:
         if self._master is not None:
-            view = memoryview(data)
-            while view:
-                try:
-                    n = os.write(self._master, view)
-                except BlockingIOError:
-                    await _writable(self._master)  # the pty's input queue is full
-                    continue
-                view = view[n:]
+            await write_all(self._master, data)  # waits while the pty's input queue is full
             return
         stdin = self._proc.stdin
         if stdin is None or stdin.is_closing():
@@ -172,21 +166,6 @@ class ExecStream:
             if not self.stdout.at_eof():
                 self.stdout.feed_eof()
         shutil.rmtree(self._scratch, ignore_errors=True)
-
-
-async def _writable(fd: int) -> None:
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def on_writable() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_writer(fd, on_writable)
-    try:
-        await ready
-    finally:
-        loop.remove_writer(fd)
 
 
 async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamReader) -> None:
