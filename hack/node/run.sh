@@ -84,6 +84,7 @@ trap 'exit 143' TERM
 
 mkdir "$run/ctl"
 printf '%s\n' "$*" >"$run/ctl/cmd.sh"
+[ -z "${PYCRI_NODE_SRC_CACHE:-}" ] || echo "$PYCRI_NODE_SRC_CACHE" >"$run/ctl/src-cache"
 qemu-img create -q -f qcow2 -b "$image/image.raw" -F raw "$run/root.qcow2"
 
 qemu_path() { printf '%s' "$1" | sed 's/,/,,/g'; }  # a comma in a QEMU option value is doubled
@@ -97,7 +98,7 @@ if [ -d "$src/../shared" ]; then
 fi
 case ${PYCRI_NODE_ACCEL:-tcg} in
   kvm) accel="-accel kvm -cpu host" ;;
-  tcg) accel="-accel tcg,thread=multi -cpu max" ;;
+  tcg) accel="-accel tcg,thread=multi -cpu ${PYCRI_NODE_CPU:-max}" ;;
   *) say "PYCRI_NODE_ACCEL is kvm or tcg, not '$PYCRI_NODE_ACCEL'"; exit 2 ;;
 esac
 append="root=/dev/vda rw console=ttyS0 quiet panic=1 mitigations=off systemd.unified_cgroup_hierarchy=1"
