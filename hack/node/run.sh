@@ -57,9 +57,11 @@ cache=$(dirname "$image")
 
 run=$(mktemp -d "${TMPDIR:-/tmp}/pycri-node.XXXXXX")
 qpid=""
+tpid=""
 finish() {
   rc=$?
   trap - EXIT INT TERM
+  [ -z "$tpid" ] || kill "$tpid" 2>/dev/null || true
   if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
     kill -TERM "$qpid" 2>/dev/null
     i=0
@@ -113,8 +115,12 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 -nodefaults -no-user-config $accel
   -drive "file=$(qemu_path "$run/root.qcow2"),format=qcow2,if=virtio,cache=unsafe" \
   $shares </dev/null >"$run/qemu.log" 2>&1 &
 qpid=$!
-# The command's output as the guest writes it (tail stops once QEMU has ended).
-tail -n +1 -F -s 0.5 --pid="$qpid" "$run/ctl/output" 2>/dev/null || true
+# The command's output as the guest writes it (tail stops once QEMU has ended). Both are waited
+# for with `wait`, which a signal interrupts (a foreground command would hold the traps back).
+tail -n +1 -F -s 0.5 --pid="$qpid" "$run/ctl/output" 2>/dev/null &
+tpid=$!
+wait "$tpid" || true
+tpid=""
 qrc=0
 wait "$qpid" || qrc=$?
 qpid=""
