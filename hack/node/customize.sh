@@ -13,14 +13,17 @@ mkdir -p "$root/node/src" "$root/node/shared" "$root/node/ctl"
 in_guest systemctl enable --quiet pycri-node-cgroups.service pycri-node-run.service
 # Nothing logs in, nothing updates itself: each run is a fresh boot from the same image. Also
 # masked: what a node for pycri's tests does without (logind and the kernel modules that systemd
-# loads by name for it, binfmt, pstore, fuse, configfs), each seconds of an emulated boot.
+# loads by name for it, binfmt, pstore, fuse, configfs; the random seed: the kernel's own
+# jitter entropy suffices; sysusers: the packages made their users at build time), each
+# seconds of an emulated boot.
 in_guest systemctl mask --quiet getty@.service serial-getty@.service getty.target \
   apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
   fstrim.timer man-db.timer systemd-tmpfiles-clean.timer \
   systemd-logind.service systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \
   systemd-pstore.service sys-fs-fuse-connections.mount sys-kernel-config.mount \
   modprobe@drm.service modprobe@efi_pstore.service modprobe@dm_mod.service \
-  modprobe@loop.service modprobe@fuse.service modprobe@configfs.service
+  modprobe@loop.service modprobe@fuse.service modprobe@configfs.service \
+  systemd-random-seed.service systemd-sysusers.service
 # Debian's two profiles (lsb_release, nvidia_modprobe) confine nothing the guest runs; parsing
 # them is most of apparmor.service's boot time. Disabled the way aa-disable does it.
 for profile in lsb_release nvidia_modprobe; do
@@ -28,7 +31,14 @@ for profile in lsb_release nvidia_modprobe; do
 done
 in_guest passwd -dq root
 
-# The small initrd: only the modules listed in /etc/initramfs-tools/modules.
+# The small initrd: only the modules listed in /etc/initramfs-tools/modules, loaded by name,
+# and no udev (its coldplug of every device is seconds of an emulated boot; the kernel's
+# devtmpfs makes /dev/vda once virtio_blk is loaded). The udev of the real root does the rest.
+mkdir -p "$root/usr/share/pycri-node"
+for f in hooks/udev scripts/init-top/udev scripts/init-bottom/udev; do
+  in_guest dpkg-divert --quiet --local --rename --add \
+    --divert "/usr/share/pycri-node/initramfs-$(echo "$f" | tr / -)" "/usr/share/initramfs-tools/$f"
+done
 in_guest update-initramfs -u -k all >/dev/null
 
 # pycri's PyPI dependencies in a venv of the guest's own Python, the checkout on its sys.path.
