@@ -28,7 +28,6 @@ from cri.runtime.daemon import Runtime
 from cri.runtime.podspec import check_user_namespace
 from cri.store.container import Container, ContainerMeta, ContainerState
 from cri.store.sandbox import Sandbox
-from sandbox import cgroups
 from sandbox.oci import spec as ocispec
 from sandbox.oci.errors import OCIRuntimeError, OCITimeout
 from sandbox.oci.signals import DEFAULT_STOP_SIGNAL, parse_signal
@@ -158,7 +157,7 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
                   stop_signal: int) -> str:
     sc = config.linux.security_context
     pid_mode, pid_ns_path, host_pid = _pid_namespace(rt, pod, config)
-    cgroup_path = cgroups.container_cgroup_path(pod.meta.cgroup_parent, ctr_id)
+    cgroup_path = rt.cgroups.container_cgroup(pod.meta.cgroup_parent, ctr_id)
     image_ref = rec.repo_digests[0] if rec.repo_digests else rec.id
     ctr_dir = rt.containers.dir / ctr_id
     log_path = _log_path(pod, config, ctr_dir)
@@ -215,7 +214,7 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             pid = await rt.oci.create(
                 ctr_id, ctr.bundle, log_path=log_path, pidfile=ctr.bundle / "pid",
                 attach_socket_dir=ctr.bundle, terminal=config.tty, stdin=config.stdin,
-                stdin_once=config.stdin_once, name=name,
+                stdin_once=config.stdin_once, name=name, pod_cgroup=pod.meta.cgroup_parent,
                 timeout=rt.config.runtime.runtime_timeout,
             )
         except OCITimeout as exc:

@@ -22,7 +22,6 @@ from cri.image.store import ImageRecord
 from cri.runtime.daemon import Runtime
 from cri.runtime.podspec import PodPlan
 from cri.store.sandbox import Sandbox
-from sandbox import cgroups
 from sandbox.oci import spec as ocispec
 from sandbox.oci.errors import OCINotFound, OCINotRunning, OCIRuntimeError, OCITimeout
 from sandbox.oom import clamp_oom_score_adj
@@ -50,7 +49,7 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
         shm_path=Path(meta.shm_path) if meta.shm_path else None,
         pause_binary=None if image_args else Path(rt.config.runtime.pause_binary),
         args=image_args,
-        cgroups_path=cgroups.container_cgroup_path(meta.cgroup_parent, meta.infra_id),
+        cgroups_path=rt.cgroups.container_cgroup(meta.cgroup_parent, meta.infra_id),
         sysctls=plan.sysctls,
         oom_score_adj=clamp_oom_score_adj(INFRA_OOM_SCORE_ADJ),
         privileged=pod.config.linux.security_context.privileged,
@@ -71,6 +70,7 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
             log_path=bundle / "infra.log",
             pidfile=bundle / "pid",
             attach_socket_dir=bundle,
+            pod_cgroup=meta.cgroup_parent,
             timeout=timeout,
         )
         await rt.oci.start(meta.infra_id)

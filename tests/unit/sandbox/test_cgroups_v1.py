@@ -191,7 +191,8 @@ def test_half_made_pod_is_not_reported_as_existing(cgroup_v1: Any) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "kubepods.slice",
+        "kubepods.slice:pycri",
+        "kubepods--x.slice",
         "relative/pod",
         "/",
         "",

@@ -291,8 +291,9 @@ def test_conmon_is_placed_before_it_starts_anything(env: Env, wait_exit: WaitExi
     cgroups.create_pod_cgroup(monitors)
     children_at_placing: list[str] = []
 
-    def place(pid: int) -> None:
-        children_at_placing.append(Path(f"/proc/{pid}/task/{pid}/children").read_text())
+    async def place(pid: int, placed_id: str, pod_cgroup: str) -> None:
+        assert placed_id == ctr_id
+        children_at_placing.append(Path(f"/proc/{pid}/task/{pid}/children").read_text())  # noqa: ASYNC240
         cgroups.add_pid(monitors, pid)
 
     env.runtime.place_monitor = place
@@ -314,7 +315,7 @@ def test_conmon_is_placed_before_it_starts_anything(env: Env, wait_exit: WaitExi
 def test_conmon_that_cannot_be_placed_never_runs(env: Env, is_gone: Gone) -> None:
     spawned: list[int] = []
 
-    def refuse(pid: int) -> None:
+    async def refuse(pid: int, placed_id: str, pod_cgroup: str) -> None:
         spawned.append(pid)
         raise CgroupError(f"cannot move pid {pid}: no such cgroup")
 
