@@ -40,6 +40,44 @@ def close_connections() -> None:
         _connections.pop().close()
 
 
+class UnitProcess:
+    """The daemon run as a systemd service from the shipped unit (the node guest's runs): the
+    part of Popen the tests use, answered by systemctl."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.returncode: int | None = None
+
+    def _show(self, prop: str) -> str:
+        return subprocess.run(["systemctl", "show", "-p", prop, "--value", self.unit],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    @property
+    def pid(self) -> int:
+        return int(self._show("MainPID"))
+
+    def poll(self) -> int | None:
+        if self._show("ActiveState") in ("active", "activating", "reloading"):
+            return None
+        self.returncode = int(self._show("ExecMainStatus") or 0)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if sig == signal.SIGTERM:  # how systemd stops it: `systemctl stop`, KillMode and all
+            subprocess.run(["systemctl", "stop", "--no-block", self.unit], check=True)
+        else:
+            subprocess.run(["systemctl", "kill", "--kill-whom=main", f"--signal={int(sig)}",
+                            self.unit], check=True)
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.unit, timeout)
+            time.sleep(0.05)
+        return code
+
+
 def need_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("e2e tests need root")
@@ -77,7 +115,11 @@ class Daemon:
         self.log = base / "daemon.log"
         self.config_path = base / "pycri.conf"
         self.registries_conf = base / "registries.conf"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | UnitProcess | None = None
+        # PYCRI_E2E_UNIT: a systemd unit file (contrib/systemd/pycri.service) the daemon runs
+        # under, as a node runs it; otherwise it is a child of the test run.
+        self.unit_file = os.environ.get("PYCRI_E2E_UNIT", "")
+        self.unit = f"pycri-e2e-{tag}.service"
         self.conf_dir.mkdir(parents=True)
         self.write_cni_config()
         self.config_path.write_text(
@@ -130,11 +172,13 @@ class Daemon:
         (self.conf_dir / "10-e2e.conflist").write_text(json.dumps(conf))
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cri", "serve", "--config", str(self.config_path)],
-                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        argv = [sys.executable, "-m", "cri", "serve", "--config", str(self.config_path)]
+        if self.unit_file:
+            self.proc = self._start_unit(argv)
+        else:
+            with self.log.open("ab") as out:
+                self.proc = subprocess.Popen(argv, cwd=REPO, stdout=out,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -146,6 +190,27 @@ class Daemon:
             except grpc.RpcError:
                 time.sleep(0.05)
         raise RuntimeError(f"pycri did not become ready:\n{self.log_tail()}")
+
+    def _start_unit(self, argv: list[str]) -> UnitProcess:
+        """The shipped unit, with this daemon's command line, log and no automatic restart
+        (a test that kills the daemon starts it again itself)."""
+        units = Path("/run/systemd/system")
+        units.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.unit_file, units / self.unit)
+        dropin = units / f"{self.unit}.d"
+        dropin.mkdir(exist_ok=True)
+        (dropin / "e2e.conf").write_text(
+            "[Service]\nExecStart=\n"
+            f"ExecStart={' '.join(argv)}\nWorkingDirectory={REPO}\n"
+            f"StandardOutput=append:{self.log}\nStandardError=append:{self.log}\nRestart=no\n")
+        subprocess.run(["systemctl", "daemon-reload"], check=True)
+        subprocess.run(["systemctl", "reset-failed", self.unit], capture_output=True, check=False)
+        # Type=notify: this returns once pycri said READY=1, or fails when it exited first.
+        started = subprocess.run(["systemctl", "start", self.unit], capture_output=True,
+                                 text=True, check=False)
+        if started.returncode != 0:
+            raise RuntimeError(f"systemctl start {self.unit}: {started.stderr}\n{self.log_tail()}")
+        return UnitProcess(self.unit)
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:
@@ -165,6 +230,12 @@ class Daemon:
         a red run does not leave pause processes, netns and mounts on the machine."""
         self.remove_all_pods()
         self.stop()
+        if self.unit_file:
+            shutil.rmtree(Path("/run/systemd/system") / f"{self.unit}.d", ignore_errors=True)
+            (Path("/run/systemd/system") / self.unit).unlink(missing_ok=True)
+            subprocess.run(["systemctl", "reset-failed", self.unit], capture_output=True,
+                           check=False)
+            subprocess.run(["systemctl", "daemon-reload"], check=False)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
         if self.cgroup_driver == "systemd":
             subprocess.run(["systemctl", "stop", self.cgroup_parent], capture_output=True,

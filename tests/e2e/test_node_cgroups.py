@@ -190,3 +190,22 @@ def test_a_killed_daemon_loses_nothing_and_removal_leaves_nothing(daemon: Daemon
                                 f"*{ctr}*", f"{pod_dir.name}"], capture_output=True, text=True,
                                check=True).stdout
         assert units.strip() == "", units
+
+
+def test_systemctl_restart_loses_nothing(daemon: Daemon, pod: Pod) -> None:
+    """`systemctl restart pycri` with pods running: the unit's KillMode reaches only what is in
+    the daemon's own cgroup, and every conmon was moved out of it."""
+    if not daemon.unit_file:
+        pytest.skip("the daemon runs under its systemd unit in the node guest only")
+    ctr = pod.run("kept", ["sleep", "1000"])
+    monitor = monitor_of(daemon, ctr)
+    assert daemon.proc is not None
+    old_pid = daemon.proc.pid
+    # Type=notify: returns once the new daemon said it is ready.
+    subprocess.run(["systemctl", "restart", daemon.unit], check=True)
+    assert daemon.proc.pid != old_pid
+    assert pod.status(ctr).status.state == S.CONTAINER_RUNNING
+    assert pod.exec(ctr, ["echo", "kept"]).stdout == b"kept\n"
+    os.kill(monitor, 0)
+    listed = pod.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10).items
+    assert pod.id in [p.id for p in listed]
