@@ -179,7 +179,9 @@ class Daemon:
             with self.log.open("ab") as out:
                 self.proc = subprocess.Popen(argv, cwd=REPO, stdout=out,
                                              stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
+        # A deadline for a daemon that never comes up, not a timing check: under the node
+        # guest's software emulation, Python alone takes ~10 s to import grpc.
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pycri exited with {self.proc.returncode}:\n{self.log_tail()}")
@@ -189,6 +191,7 @@ class Daemon:
                 return
             except grpc.RpcError:
                 time.sleep(0.05)
+        self.stop(kill=True)
         raise RuntimeError(f"pycri did not become ready:\n{self.log_tail()}")
 
     def _start_unit(self, argv: list[str]) -> UnitProcess:
