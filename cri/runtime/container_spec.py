@@ -273,9 +273,12 @@ def resources(res: api_pb2.LinuxContainerResources, *, v1_host: bool) -> Spec:
     if res.hugepage_limits:
         out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit}
                                  for h in res.hugepage_limits]
-    if res.unified:
-        if v1_host:
-            raise InvalidArgument("unified cgroup resources need a cgroup v2 host")
+    if res.unified and v1_host:
+        raise InvalidArgument("unified cgroup resources need a cgroup v2 host")
+    if not v1_host:
+        # swap.max=0 through the unified map too: runc 1.1 leaves a swap limit of 0 out of the
+        # systemd scope's properties (it cannot tell 0 from unset) and writes the file behind
+        # systemd's back, which a daemon-reload undoes; a unified value becomes MemorySwapMax.
         unified = dict(res.unified)
         unified.setdefault("memory.swap.max", "0")
         out["unified"] = unified

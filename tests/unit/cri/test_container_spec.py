@@ -173,7 +173,8 @@ def test_resources_memory_limit_turns_swap_off_on_v1_and_v2() -> None:
 def test_resources_without_limit() -> None:
     empty = api_pb2.LinuxContainerResources()
     assert resources(empty, v1_host=True) == {"memory": {"swappiness": 0}}
-    assert resources(empty, v1_host=False) == {}
+    # v2: swap off for the container itself too, as a value runc hands systemd as well.
+    assert resources(empty, v1_host=False) == {"unified": {"memory.swap.max": "0"}}
 
 
 def test_resources_cpu() -> None:
