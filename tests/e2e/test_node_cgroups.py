@@ -129,6 +129,23 @@ def test_update_container_resources_live(pod: Pod) -> None:
     assert pod.status(ctr).status.state == S.CONTAINER_RUNNING
 
 
+def test_cpuset_hugetlb_and_the_unified_map_reach_the_cgroup(pod: Pod) -> None:
+    """What the kubelet sends besides memory and cpu: a cpuset, a zero limit for every huge
+    page size the node has, and unified (v2) keys."""
+    res = api_pb2.LinuxContainerResources(cpuset_cpus="0", unified={"memory.high": "50331648"})
+    sizes = [p.name.removeprefix("hugepages-").removesuffix("kB")
+             for p in Path("/sys/kernel/mm/hugepages").glob("hugepages-*kB")]
+    for kib in sizes:
+        res.hugepage_limits.add(page_size=f"{int(kib) // 1024}MB", limit=0)
+    ctr = pod.run("pinned", ["sleep", "1000"], resources=res)
+    d = cgroup_dir(ctr_cgroup(pod, ctr))
+    assert read(d, "cpuset.cpus") == "0"
+    assert read(d, "memory.high") == "50331648"
+    assert read(d, "memory.swap.max") == "0"
+    for kib in sizes:
+        assert read(d, f"hugetlb.{int(kib) // 1024}MB.max") == "0"
+
+
 def test_stats_come_from_the_v2_files(pod: Pod) -> None:
     ctr = pod.run("busy", ["sh", "-c", "while :; do :; done"])
 
@@ -145,6 +162,12 @@ def test_stats_come_from_the_v2_files(pod: Pod) -> None:
     assert pod_stats.linux.cpu.usage_core_nano_seconds.value >= \
         got.cpu.usage_core_nano_seconds.value
     assert pod_stats.linux.process.process_count.value >= 2  # pause + the shell
+    metrics = pod.rt.ListPodSandboxMetrics(api_pb2.ListPodSandboxMetricsRequest(),
+                                           timeout=30).pod_metrics
+    [mine] = [m for m in metrics if m.pod_sandbox_id == pod.id]
+    [cm] = [c for c in mine.container_metrics if c.container_id == ctr]
+    names = {m.name for m in cm.metrics}
+    assert {"container_cpu_usage_seconds_total", "container_memory_working_set_bytes"} <= names
 
 
 def monitor_of(daemon: Daemon, ctr: str) -> int:
