@@ -38,6 +38,7 @@ __all__ = [
     "V1Layout",
     "V2Layout",
     "add_pid",
+    "child_controllers",
     "container_cgroup_path",
     "create_pod_cgroup",
     "detect",
@@ -116,6 +117,21 @@ def remove_pod_cgroup(path: str, *, root: Path = DEFAULT_ROOT, fs: CgroupFs = KE
         raise CgroupError(f"cgroup {path} still has processes: {_describe(pids)}")
     for d in dirs:
         remove_tree(fs, d)
+
+
+def child_controllers(path: str, *, root: Path = DEFAULT_ROOT, fs: CgroupFs = KERNEL
+                      ) -> frozenset[str]:
+    """The controllers a cgroup made below ``path`` gets: on v2 what ``path`` enables in its
+    cgroup.subtree_control (systemd enables only the ones it manages: never hugetlb in 252),
+    on v1 the controllers of the mounted hierarchies. Empty when ``path`` does not exist."""
+    layout = cached_detect(root)
+    if isinstance(layout, V1Layout):
+        return frozenset(c for h in layout.hierarchies for c in h.controllers)
+    try:
+        return frozenset(fs.read(layout.root.joinpath(*parse_path(path),
+                                                      "cgroup.subtree_control")).split())
+    except FileNotFoundError:
+        return frozenset()
 
 
 def list_pids(

@@ -10,7 +10,7 @@ from sandbox.cgroups.resources import Resources, shares_to_weight
 from sandbox.errors import CgroupError
 
 # What a pod and its containers are limited by; whichever of these a level offers is enabled.
-WANTED = ("cpu", "cpuset", "io", "memory", "pids")
+WANTED = ("cpu", "cpuset", "hugetlb", "io", "memory", "pids")
 
 
 def create(

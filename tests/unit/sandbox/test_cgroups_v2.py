@@ -32,7 +32,9 @@ def test_detect_v2(cgroup_v2: Any) -> None:
 def test_create_delegates_controllers_down_to_the_pod(cgroup_v2: Any) -> None:
     fake = cgroup_v2()
     assert cgroups.create_pod_cgroup(POD, GiB, root=fake.root, fs=fake) is True
-    wanted = {"cpu", "cpuset", "io", "memory", "pids"}  # not hugetlb
+    # hugetlb too: the kubelet sends a limit for every page size, and runc fails the create
+    # on one whose file the container's cgroup lacks.
+    wanted = {"cpu", "cpuset", "hugetlb", "io", "memory", "pids"}
     for d in (
         fake.root,
         fake.root / "kubepods",
@@ -187,3 +189,11 @@ def test_real_cgroup2_tree_lifecycle() -> None:
             if d.is_dir():
                 d.rmdir()
     assert not (UNIFIED / top[1:]).exists()
+
+
+def test_child_controllers_are_what_the_pod_enables_for_its_containers(cgroup_v2: Any) -> None:
+    fake = cgroup_v2()
+    cgroups.create_pod_cgroup(POD, root=fake.root, fs=fake)
+    assert cgroups.child_controllers(POD, root=fake.root, fs=fake) == {
+        "cpu", "cpuset", "hugetlb", "io", "memory", "pids"}
+    assert cgroups.child_controllers("/kubepods/gone", root=fake.root, fs=fake) == frozenset()
