@@ -122,15 +122,11 @@ class Daemon:
         (self.conf_dir / "10-e2e.conflist").write_text(json.dumps(conf))
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cri", "serve", "--config", str(self.config_path)],
-                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        proc = self.spawn()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pycri exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"pycri exited with {proc.returncode}:\n{self.log_tail()}")
             try:
                 # ListPodSandbox, not Version: it answers only once recovery has finished.
                 self.runtime().ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=2)
@@ -138,6 +134,16 @@ class Daemon:
             except grpc.RpcError:
                 time.sleep(0.05)
         raise RuntimeError(f"pycri did not become ready:\n{self.log_tail()}")
+
+    def spawn(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """The daemon process, started with ``env`` added to this one's; not waited for."""
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cri", "serve", "--config", str(self.config_path)],
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        return self.proc
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:
