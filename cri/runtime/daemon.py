@@ -167,9 +167,10 @@ class Runtime:
         from cri.runtime.recovery import recover
 
         if self.config.runtime.conmon_cgroup:
-            # Made once and kept: conmons outlive the daemon in it.
+            # Made once and kept: conmons outlive the daemon in it. A leaf: on cgroup v2 a
+            # cgroup that enables controllers for children cannot take conmon's pid.
             try:
-                await asyncio.to_thread(cgroups.create_pod_cgroup,
+                await asyncio.to_thread(cgroups.create_leaf_cgroup,
                                         self.config.runtime.conmon_cgroup)
             except CgroupError as exc:
                 raise ConfigError(f"pycri.runtime.conmon_cgroup: {exc} (an empty value keeps "
