@@ -23,6 +23,7 @@ from cri.api import api_pb2, api_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = Path("/usr/lib/cni")
+START_TIMEOUT = 180  # seconds a daemon may take to answer after it is started
 # Client connections to the streaming server opened by the running test (see connect()).
 _connections: list[socket.socket] = []
 
@@ -123,7 +124,9 @@ class Daemon:
 
     def start(self) -> None:
         proc = self.spawn()
-        deadline = time.monotonic() + 30
+        # A bound, not a figure: under the node guest's software emulation importing grpc
+        # alone takes many seconds.
+        deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"pycri exited with {proc.returncode}:\n{self.log_tail()}")
@@ -133,7 +136,8 @@ class Daemon:
                 return
             except grpc.RpcError:
                 time.sleep(0.05)
-        raise RuntimeError(f"pycri did not become ready:\n{self.log_tail()}")
+        self.stop(kill=True)  # not left running (and reported as a leaked subprocess)
+        raise RuntimeError(f"pycri did not become ready in {START_TIMEOUT} s:\n{self.log_tail()}")
 
     def spawn(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """The daemon process, started with ``env`` added to this one's; not waited for."""
