@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cri.api import api_pb2
-from tests.e2e.helpers import Daemon, need_root
+from tests.e2e.helpers import START_TIMEOUT, Daemon, need_root
 
 pytestmark = pytest.mark.e2e
 
@@ -29,9 +29,10 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
 
 def _receive(sock: socket.socket, proc: subprocess.Popen[bytes], want: str,
              daemon: Daemon) -> list[str]:
-    """Datagrams until one carries ``want``; fails if the daemon exits or 60 s pass first."""
+    """Datagrams until one carries ``want``; fails if the daemon exits or the time a daemon
+    gets to start passes first."""
     got: list[str] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if select.select([sock], [], [], 0.1)[0]:
             got.append(sock.recv(4096).decode())
@@ -40,7 +41,7 @@ def _receive(sock: socket.socket, proc: subprocess.Popen[bytes], want: str,
         elif proc.poll() is not None:
             pytest.fail(f"pycri exited with {proc.returncode} before {want}, after {got}:\n"
                         f"{daemon.log_tail()}")
-    pytest.fail(f"no {want} from pycri within 60 s (got {got}):\n{daemon.log_tail()}")
+    pytest.fail(f"no {want} from pycri within {START_TIMEOUT} s (got {got}):\n{daemon.log_tail()}")
 
 
 def test_ready_once_the_cri_answers_and_stopping_on_sigterm(
