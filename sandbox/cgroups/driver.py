@@ -82,8 +82,9 @@ class CgroupfsDriver:
 
     async def start(self) -> None:
         if self.conmon_cgroup:
-            # Made once and kept: conmons outlive the daemon in it.
-            await asyncio.to_thread(cgroups.create_pod_cgroup, self.conmon_cgroup)
+            # Made once and kept: conmons outlive the daemon in it. A leaf: on cgroup v2 a
+            # cgroup that enables controllers for its children cannot take conmon's pid.
+            await asyncio.to_thread(cgroups.create_leaf_cgroup, self.conmon_cgroup)
 
     async def create_pod(self, path: str, res: Resources) -> None:
         await asyncio.to_thread(cgroups.create_pod_cgroup, path, res.memory_limit,

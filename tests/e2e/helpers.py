@@ -23,6 +23,7 @@ from cri.api import api_pb2, api_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = Path("/usr/lib/cni")
+START_TIMEOUT = 180  # seconds a daemon may take to answer after it is started
 # Client connections to the streaming server opened by the running test (see connect()).
 _connections: list[socket.socket] = []
 
@@ -172,29 +173,33 @@ class Daemon:
         (self.conf_dir / "10-e2e.conflist").write_text(json.dumps(conf))
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "cri", "serve", "--config", str(self.config_path)]
-        if self.unit_file:
-            self.proc = self._start_unit(argv)
-        else:
-            with self.log.open("ab") as out:
-                self.proc = subprocess.Popen(argv, cwd=REPO, stdout=out,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
-        # A deadline for a daemon that never comes up, not a timing check: under the node
-        # guest's software emulation, Python alone takes ~10 s to import grpc.
-        deadline = time.monotonic() + 180
+        proc = self.proc = self._start_unit() if self.unit_file else self.spawn()
+        # A bound, not a figure: under the node guest's software emulation importing grpc
+        # alone takes many seconds.
+        deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pycri exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"pycri exited with {proc.returncode}:\n{self.log_tail()}")
             try:
                 # ListPodSandbox, not Version: it answers only once recovery has finished.
                 self.runtime().ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=2)
                 return
             except grpc.RpcError:
                 time.sleep(0.05)
-        self.stop(kill=True)
-        raise RuntimeError(f"pycri did not become ready:\n{self.log_tail()}")
+        self.stop(kill=True)  # not left running (and reported as a leaked subprocess)
+        raise RuntimeError(f"pycri did not become ready in {START_TIMEOUT} s:\n{self.log_tail()}")
 
-    def _start_unit(self, argv: list[str]) -> UnitProcess:
+    def spawn(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """The daemon process, started with ``env`` added to this one's; not waited for."""
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cri", "serve", "--config", str(self.config_path)],
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        return self.proc
+
+    def _start_unit(self) -> UnitProcess:
         """The shipped unit, with this daemon's command line, log and no automatic restart
         (a test that kills the daemon starts it again itself)."""
         units = Path("/run/systemd/system")
@@ -204,7 +209,8 @@ class Daemon:
         dropin.mkdir(exist_ok=True)
         (dropin / "e2e.conf").write_text(
             "[Service]\nExecStart=\n"
-            f"ExecStart={' '.join(argv)}\nWorkingDirectory={REPO}\n"
+            f"ExecStart={sys.executable} -m cri serve --config {self.config_path}\n"
+            f"WorkingDirectory={REPO}\n"
             f"StandardOutput=append:{self.log}\nStandardError=append:{self.log}\nRestart=no\n")
         subprocess.run(["systemctl", "daemon-reload"], check=True)
         subprocess.run(["systemctl", "reset-failed", self.unit], capture_output=True, check=False)

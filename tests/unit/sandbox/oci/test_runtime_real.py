@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -157,6 +158,11 @@ def check_created_infra(pid: int, env: Env, ctr_id: str, netns: Path) -> None:
 
 
 def check_running_pause(pid: int) -> None:
+    # runc start returns once it has released runc init to exec the process, which may not
+    # have happened yet: the pid can still be "runc init" for a moment.
+    deadline = time.monotonic() + WAIT
+    while os.readlink(f"/proc/{pid}/exe") != "/pause" and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"/pause\0-P\0"
     assert os.readlink(f"/proc/{pid}/exe") == "/pause"
 
@@ -410,6 +416,7 @@ def test_conmon_and_container_survive_daemon_sigkill(
         assert state is not None and state["status"] == "running" and state["pid"] == pid
         conmon = rt.conmon_pid(ctr_id)
         assert conmon is not None and not is_gone(conmon)
+        check_running_pause(pid)  # a SIGTERM to "runc init" would not be catatonit's clean exit
         watcher = ExitWatcher(rt.exits_dir, on_exit)
         watcher.start()
         try:
