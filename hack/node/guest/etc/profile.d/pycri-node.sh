@@ -1,0 +1,3 @@
+# The venv of pycri's PyPI dependencies (with the checkout on its sys.path) comes first.
+PATH=/opt/pycri/venv/bin:$PATH
+export PATH
