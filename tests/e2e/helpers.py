@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -313,4 +314,25 @@ def pod_config(name: str | None = None, **kw: object) -> api_pb2.PodSandboxConfi
             setattr(cfg, key, value)
     return cfg
 
+
+@contextlib.contextmanager
+def swap_file(mib: int = 256) -> Iterator[str]:
+    """Swap on for the block: a file under /var/tmp, always switched off and removed. Yields
+    swapon's complaint ("" when it worked): some filesystems cannot swap."""
+    swapfile = Path(f"/var/tmp/pycri-e2e-swap-{uuid.uuid4().hex[:8]}")
+    try:
+        # dd, not fallocate: swapon refuses files with unwritten extents on some filesystems.
+        subprocess.run(["dd", "if=/dev/zero", f"of={swapfile}", "bs=1M", f"count={mib}"],
+                       check=True, capture_output=True)
+        swapfile.chmod(0o600)
+        subprocess.run(["mkswap", str(swapfile)], check=True, capture_output=True)
+        on = subprocess.run(["swapon", str(swapfile)], capture_output=True, text=True)
+        try:
+            if on.returncode == 0:
+                assert str(swapfile) in Path("/proc/swaps").read_text()
+            yield on.stderr.strip() if on.returncode else ""
+        finally:
+            subprocess.run(["swapoff", str(swapfile)], check=False, capture_output=True)
+    finally:
+        swapfile.unlink(missing_ok=True)
 

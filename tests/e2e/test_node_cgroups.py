@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from cri.api import api_pb2
 from sandbox import cgroups
 from tests.e2e.containers import Pod, wait_until
-from tests.e2e.helpers import Daemon
+from tests.e2e.helpers import Daemon, swap_file
 
 pytestmark = pytest.mark.node
 
@@ -82,21 +81,11 @@ def test_pod_and_container_cgroups_carry_the_limits_with_swap_off(daemon: Daemon
 
 
 @pytest.fixture
-def guest_swap() -> Iterator[Path]:
+def guest_swap() -> Iterator[None]:
     """256 MiB of swap for the test's duration; always removed."""
-    swapfile = Path(f"/var/tmp/pycri-e2e-swap-{uuid.uuid4().hex[:8]}")
-    try:
-        subprocess.run(["dd", "if=/dev/zero", f"of={swapfile}", "bs=1M", "count=256"],
-                       check=True, capture_output=True)
-        swapfile.chmod(0o600)
-        subprocess.run(["mkswap", str(swapfile)], check=True, capture_output=True)
-        subprocess.run(["swapon", str(swapfile)], check=True, capture_output=True)
-        try:
-            yield swapfile
-        finally:
-            subprocess.run(["swapoff", str(swapfile)], check=False, capture_output=True)
-    finally:
-        swapfile.unlink(missing_ok=True)
+    with swap_file() as refused:
+        assert not refused, f"swapon: {refused}"
+        yield
 
 
 def swapped_out_pages() -> int:
@@ -104,7 +93,7 @@ def swapped_out_pages() -> int:
     return int(vmstat["pswpout"])
 
 
-def test_a_hog_is_oom_killed_with_swap_on_and_nothing_swapped(pod: Pod, guest_swap: Path) -> None:
+def test_a_hog_is_oom_killed_with_swap_on_and_nothing_swapped(pod: Pod, guest_swap: None) -> None:
     """busybox `tail` keeps what it reads until it sees a line: /dev/zero has none, so it grows
     to the 64 MiB limit. The node has swap, but nothing of the pod may go there."""
     before = swapped_out_pages()
