@@ -27,14 +27,16 @@ from tests.e2e.containers import (
     create_refused,
     exec_ok,
     privileged_pod_config,
+    profile,
     remove_pod,
+    sc,
     start_pod,
+    with_caps,
 )
 from tests.e2e.helpers import Daemon
 
 pytestmark = pytest.mark.e2e
 SC = api_pb2.LinuxContainerSecurityContext
-NS = api_pb2.NamespaceMode
 PROFILE = api_pb2.SecurityProfile.ProfileType
 SLEEP = ["sleep", "1000"]
 PROFILES = Path("/sys/kernel/security/apparmor/profiles")
@@ -65,20 +67,6 @@ profile {DENY_WRITE} flags=(attach_disconnected,mediate_deleted) {{
 MISSING = "pycri-e2e-non-existent-profile"
 
 
-def sc(**kw: object) -> SC:
-    """The container's own pid namespace, so /proc/1 is its main process."""
-    kw.setdefault("namespace_options", api_pb2.NamespaceOption(pid=NS.CONTAINER))
-    return SC(**kw)  # type: ignore[arg-type]
-
-
-def aa(kind: int, ref: str = "") -> api_pb2.SecurityProfile:
-    return api_pb2.SecurityProfile(profile_type=kind, localhost_ref=ref)  # type: ignore[arg-type]
-
-
-def with_caps(add: list[str], **kw: object) -> SC:
-    return sc(capabilities=api_pb2.Capability(add_capabilities=add), **kw)
-
-
 def label(pod: Pod, ctr_id: str, pid: str = "self") -> str:
     """The AppArmor label of a process in the container, as the container reads it."""
     return exec_ok(pod, ctr_id, ["cat", f"/proc/{pid}/attr/current"]).strip("\x00\n")
@@ -106,21 +94,21 @@ def finished(pod: Pod, name: str, script: str, context: SC) -> tuple[int, str]:
 @without_apparmor
 def test_localhost_profiles_are_refused_without_apparmor(pod: Pod) -> None:
     for name, context in {
-        "field": sc(apparmor=aa(PROFILE.Localhost, "some-profile")),
+        "field": sc(apparmor=profile(PROFILE.Localhost, "some-profile")),
         "string": sc(apparmor_profile="localhost/some-profile"),
     }.items():
         err = create_refused(pod, pod.container_config(name, SLEEP, security=context))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, err.details())
         assert "'some-profile'" in (err.details() or "") and "not enabled" in (err.details() or "")
-    ctr = pod.run("default", ["true"], security=sc(apparmor=aa(PROFILE.RuntimeDefault)))
+    ctr = pod.run("default", ["true"], security=sc(apparmor=profile(PROFILE.RuntimeDefault)))
     assert pod.wait_exit(ctr).exit_code == 0
 
 
 def test_malformed_apparmor_requests_are_invalid(pod: Pod) -> None:
     for name, context in {
         "no-prefix": sc(apparmor_profile="some-profile"),
-        "no-name": sc(apparmor=aa(PROFILE.Localhost)),
-        "ref-without-localhost": sc(apparmor=aa(PROFILE.Unconfined, "x")),
+        "no-name": sc(apparmor=profile(PROFILE.Localhost)),
+        "ref-without-localhost": sc(apparmor=profile(PROFILE.Unconfined, "x")),
     }.items():
         err = create_refused(pod, pod.container_config(name, SLEEP, security=context))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, err.details())
@@ -155,7 +143,7 @@ def test_daemon_loaded_its_default_profile_with_its_marker(daemon: Daemon) -> No
 @pytest.mark.node
 @pytest.mark.parametrize("context", [
     sc(),  # nothing asked: the kubelet's default
-    sc(apparmor=aa(PROFILE.RuntimeDefault)),
+    sc(apparmor=profile(PROFILE.RuntimeDefault)),
     sc(apparmor_profile="runtime/default"),
 ], ids=["unset", "field", "string"])
 def test_runtime_default_is_pycri_default(pod: Pod, context: SC) -> None:
@@ -175,7 +163,7 @@ def test_infra_runs_under_the_default_too(pod: Pod) -> None:
 @pytest.mark.node
 def test_unconfined_and_privileged_run_unconfined(pod: Pod, daemon: Daemon, tmp_path: Path
                                                   ) -> None:
-    free = pod.run("free", SLEEP, security=sc(apparmor=aa(PROFILE.Unconfined)))
+    free = pod.run("free", SLEEP, security=sc(apparmor=profile(PROFILE.Unconfined)))
     assert label(pod, free) == "unconfined"
     legacy = pod.run("legacy", SLEEP, security=sc(apparmor_profile="unconfined"))
     assert label(pod, legacy) == "unconfined"
@@ -194,7 +182,7 @@ def test_default_profile_denies_mount_and_umount_even_with_sys_admin(pod: Pod) -
     """CAP_SYS_ADMIN lets a process mount and unmount; only the profile stops it. The same
     commands unconfined are the control: they succeed."""
     free = pod.run("free", SLEEP, security=with_caps(["SYS_ADMIN"],
-                                                     apparmor=aa(PROFILE.Unconfined)))
+                                                     apparmor=profile(PROFILE.Unconfined)))
     exec_ok(pod, free, ["mount", "-t", "tmpfs", "none", "/tmp"])
     exec_ok(pod, free, ["umount", "/proc/kcore"])  # uncovers a masked path
     confined = pod.run("confined", SLEEP, security=with_caps(["SYS_ADMIN"]))
@@ -211,11 +199,11 @@ def test_default_profile_denies_mount_and_umount_even_with_sys_admin(pod: Pod) -
 @needs_parser
 @pytest.mark.node
 @pytest.mark.parametrize("context", [
-    sc(apparmor=aa(PROFILE.Localhost, DENY_WRITE)),  # the kubelet's form
-    sc(apparmor=aa(PROFILE.Localhost, f"localhost/{DENY_WRITE}")),  # critest's
+    sc(apparmor=profile(PROFILE.Localhost, DENY_WRITE)),  # the kubelet's form
+    sc(apparmor=profile(PROFILE.Localhost, f"localhost/{DENY_WRITE}")),  # critest's
     sc(apparmor_profile=f"localhost/{DENY_WRITE}"),
     # Both set, disagreeing: the structured field wins over an unloaded name in the string.
-    sc(apparmor_profile=f"localhost/{MISSING}", apparmor=aa(PROFILE.Localhost, DENY_WRITE)),
+    sc(apparmor_profile=f"localhost/{MISSING}", apparmor=profile(PROFILE.Localhost, DENY_WRITE)),
 ], ids=["field", "field-prefixed", "string", "both"])
 def test_localhost_profile_blocks_writes(pod: Pod, deny_write: str, context: SC) -> None:
     code, log = finished(pod, "touch", "touch /tmp/foo", context)
@@ -228,7 +216,7 @@ def test_localhost_profile_blocks_writes(pod: Pod, deny_write: str, context: SC)
 @needs_parser
 @pytest.mark.node
 def test_exec_sync_runs_under_the_containers_profile(pod: Pod, deny_write: str) -> None:
-    ctr = pod.run("sleeper", SLEEP, security=sc(apparmor=aa(PROFILE.Localhost, deny_write)))
+    ctr = pod.run("sleeper", SLEEP, security=sc(apparmor=profile(PROFILE.Localhost, deny_write)))
     assert label(pod, ctr) == f"{deny_write} (enforce)"
     res = pod.exec(ctr, ["touch", "/tmp/bar"])
     assert res.exit_code != 0 and b"Permission denied" in res.stderr, res
@@ -239,10 +227,10 @@ def test_exec_sync_runs_under_the_containers_profile(pod: Pod, deny_write: str) 
 @pytest.mark.node
 def test_unloaded_localhost_profile_fails_create_naming_it(pod: Pod) -> None:
     for name, context in {
-        "field": sc(apparmor=aa(PROFILE.Localhost, MISSING)),
+        "field": sc(apparmor=profile(PROFILE.Localhost, MISSING)),
         "string": sc(apparmor_profile=f"localhost/{MISSING}"),
         "both": sc(apparmor_profile=f"localhost/{MISSING}",
-                   apparmor=aa(PROFILE.Localhost, f"localhost/{MISSING}")),
+                   apparmor=profile(PROFILE.Localhost, f"localhost/{MISSING}")),
     }.items():
         err = create_refused(pod, pod.container_config(name, SLEEP, security=context))
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, (name, err.details())
