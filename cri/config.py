@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.apparmor import check_name as check_apparmor_name
+
 DEFAULT_CONFIG_PATH = Path("/etc/pycri/pycri.conf")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CGROUP_DRIVERS = ("cgroupfs", "systemd")
@@ -87,6 +89,14 @@ class RuntimeConfig:
     runtime_timeout: float = _opt(60.0, "Seconds a runc or conmon step may take before it is killed.")
     pids_limit: int = _opt(
         0, "Most processes (and threads) one container may have; 0 leaves it to the pod cgroup."
+    )
+    apparmor_profile: str = _opt(
+        "pycri-default",
+        "AppArmor profile of containers that ask for RuntimeDefault (or for nothing), where the "
+        "kernel has AppArmor. \"pycri-default\" is pycri's own, which it loads with "
+        "apparmor_parser at start-up when missing or out of date; another name must be a "
+        "profile loaded before pycri starts; \"unconfined\" runs them without one. "
+        "Privileged containers run unconfined unless they name a profile.",
     )
     conmon_cgroup: str = _opt(
         "",
@@ -277,6 +287,10 @@ def validate(cfg: PycriConfig) -> None:
     if not systemd and not monitor.startswith("/"):
         raise ConfigError("pycri.runtime.conmon_cgroup: must start with / with the cgroupfs "
                           "driver (or be empty)")
+    try:
+        check_apparmor_name(cfg.runtime.apparmor_profile)
+    except ValueError as exc:
+        raise ConfigError(f"pycri.runtime.apparmor_profile: {exc}") from None
     if cfg.runtime.pids_limit < 0:
         raise ConfigError("pycri.runtime.pids_limit: must not be negative (0 = no limit)")
     if cfg.network.plugin_timeout <= 0:

@@ -61,6 +61,7 @@ class SpecInputs:
     hugetlb: bool  # the container's cgroup can carry hugetlb limits
     rro_supported: bool = True
     pids_limit: int = 0  # 0: none of the container's own (the pod cgroup may have one)
+    apparmor_profile: str | None = None  # resolved by apparmor_profile.resolve; None: none
 
 
 def command(config: api_pb2.ContainerConfig, image: ImageConfig) -> list[str]:
@@ -241,14 +242,6 @@ def _seccomp(sc: api_pb2.LinuxContainerSecurityContext, caps: list[str]) -> Spec
         raise InvalidArgument(str(exc)) from exc
 
 
-def _check_apparmor(sc: api_pb2.LinuxContainerSecurityContext) -> None:
-    wants_localhost = (sc.HasField("apparmor") and sc.apparmor.profile_type == PROFILE.Localhost) \
-        or sc.apparmor_profile.startswith("localhost/")
-    if wants_localhost and not Path("/sys/kernel/security/apparmor").is_dir():
-        raise InvalidArgument("AppArmor profile requested but AppArmor is not supported on "
-                              "this node")
-
-
 def resources(res: api_pb2.LinuxContainerResources, *, v1_host: bool, hugetlb: bool) -> Spec:
     out: Spec = {}
     cpu: Spec = {}
@@ -295,7 +288,6 @@ def resources(res: api_pb2.LinuxContainerResources, *, v1_host: bool, hugetlb: b
 def container_spec(inp: SpecInputs) -> Spec:
     cfg = inp.config
     sc = cfg.linux.security_context
-    _check_apparmor(sc)
     privileged = sc.privileged
     if privileged and not inp.pod.config.linux.security_context.privileged:
         raise InvalidArgument("a privileged container needs a privileged pod sandbox")
@@ -320,6 +312,10 @@ def container_spec(inp: SpecInputs) -> Spec:
     }
     if ident.username:
         process["user"]["username"] = ident.username
+    if inp.apparmor_profile is not None:
+        # runc puts the process under it at its final execve; `runc exec` copies the whole
+        # process section, so ExecSync and exec run under the same profile.
+        process["apparmorProfile"] = inp.apparmor_profile
 
     mounts, rootfs_prop = cri_mounts(cfg.mounts, inp.image_mounts, inp.rro_supported)
     taken = {posixpath.normpath(m["destination"]) for m in mounts}

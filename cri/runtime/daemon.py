@@ -20,6 +20,7 @@ from cri.runtime.network import PodNetwork
 from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
 from sandbox import diskusage, masquerade
+from sandbox.apparmor import AppArmor, AppArmorError, SystemHost
 from sandbox.cgroups.driver import CgroupDriver, CgroupfsDriver, SystemdDriver
 from sandbox.cgroups.stats import CpuRate
 from sandbox.cgroups.systemd import DBusSystemd
@@ -71,6 +72,8 @@ class Runtime:
             systemd_cgroup=self.cgroups.systemd_cgroup,
         )
         self.network = PodNetwork(config)
+        self.apparmor = AppArmor(SystemHost(timeout=config.runtime.runtime_timeout),
+                                 config.runtime.apparmor_profile)
         self.images = Images(self.image_root, Path(config.image.registries_conf),
                              pause_image=config.image.pause_image)
         self.images.in_use = self._image_users
@@ -188,6 +191,11 @@ class Runtime:
                                     self.config.root)
         except MasqueradeError as exc:
             raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from exc
+        try:  # loads pycri's default profile when the kernel lacks it or has an older text
+            await asyncio.to_thread(self.apparmor.start)
+        except AppArmorError as exc:
+            raise ConfigError(f"pycri.runtime.apparmor_profile: {exc} (\"unconfined\" runs "
+                              "containers without a default profile)") from exc
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mount_options = await mount_options(self.oci.runtime_path)

@@ -13,7 +13,7 @@ def test_rendered_default_config_parses_back_to_the_defaults(tmp_path: Path) -> 
     text = config.render()
     assert tomllib.loads(text)  # valid TOML
     for key in ("root", "runroot", "log_level", "listen", "stream_address", "stream_port",
-                "runtime_path", "conmon_path", "cgroup_driver", "default_sysctls",
+                "runtime_path", "conmon_path", "cgroup_driver", "default_sysctls", "apparmor_profile",
                 "pause_image", "registries_conf", "conf_dir", "plugin_dirs"):
         assert f"\n{key} = " in text, key
     path = tmp_path / "pycri.conf"
@@ -66,6 +66,8 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.runtime]\ndefault_sysctls = ["novalue"]\n', "pycri.runtime.default_sysctls"),
         ('[pycri.runtime]\npids_limit = -1\n', "pycri.runtime.pids_limit"),
         ('[pycri.runtime]\nconmon_cgroup = "conmon"\n', "pycri.runtime.conmon_cgroup"),
+        ('[pycri.runtime]\napparmor_profile = ""\n', "pycri.runtime.apparmor_profile"),
+        ('[pycri.runtime]\napparmor_profile = "my profile"\n', "pycri.runtime.apparmor_profile"),
         ('[pycri.network]\nmasquerade_cidrs = ["10.85.0.1/16"]\n',
          "pycri.network.masquerade_cidrs"),
         ('[pycri.network]\nmasquerade_cidrs = ["pods"]\n', "pycri.network.masquerade_cidrs"),

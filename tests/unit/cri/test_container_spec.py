@@ -604,3 +604,9 @@ def test_pids_limit_only_when_configured(run_dir: Path) -> None:
     assert "pids" not in container_spec(inputs(run_dir, config))["linux"]["resources"]
     spec = container_spec(inputs(run_dir, config, pids_limit=1024))
     assert spec["linux"]["resources"]["pids"] == {"limit": 1024}
+
+
+def test_spec_apparmor_profile_goes_to_the_process(run_dir: Path) -> None:
+    spec = container_spec(inputs(run_dir, cfg(), apparmor_profile="pycri-default"))
+    assert spec["process"]["apparmorProfile"] == "pycri-default"
+    assert "apparmorProfile" not in container_spec(inputs(run_dir, cfg()))["process"]
