@@ -15,8 +15,8 @@ import pytest
 
 from cri.api import api_pb2
 from sandbox import cgroups
-from tests.e2e.containers import Pod, wait_until
-from tests.e2e.helpers import Daemon, swap_file
+from tests.e2e.containers import Pod, remove_pod, start_pod, wait_until
+from tests.e2e.helpers import Daemon, pod_config, swap_file
 
 pytestmark = pytest.mark.node
 
@@ -227,3 +227,29 @@ def test_systemctl_restart_loses_nothing(daemon: Daemon, pod: Pod) -> None:
     os.kill(monitor, 0)
     listed = pod.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10).items
     assert pod.id in [p.id for p in listed]
+
+
+def test_a_pod_in_a_kubelet_slice_nests_under_it(daemon: Daemon, image: str,
+                                                 tmp_path: Path) -> None:
+    """A kubelet with the systemd driver hands over slice names (kubepods-besteffort-pod<uid>
+    .slice): the pod's cgroup sits under the kubelet's parents, its containers and monitors
+    below it, and pycri removes only what it made."""
+    if daemon.cgroup_driver != "systemd":
+        pytest.skip("slices are the systemd driver's")
+    top = f"kubepods{daemon.tag}"  # a kubelet's own top slice, made unique for the test
+    uid = uuid.uuid4().hex
+    parent = f"{top}-besteffort-pod{uid}.slice"
+    cfg = pod_config()
+    cfg.linux.cgroup_parent = parent
+    pod = start_pod(daemon, tmp_path, cfg)
+    try:
+        ctr = pod.run("app", ["sleep", "1000"])
+        ctr_dir = cgroup_dir(ctr_cgroup(pod, ctr))
+        assert ctr_dir.relative_to(V2).parts == (
+            f"{top}.slice", f"{top}-besteffort.slice", parent, f"pycri-{ctr}.scope")
+        monitor = cgroup_of(monitor_of(daemon, ctr))
+        assert monitor == f"/{top}.slice/{top}-besteffort.slice/{parent}/pycri-conmon-{ctr}.scope"
+    finally:
+        remove_pod(pod)
+        subprocess.run(["systemctl", "stop", f"{top}.slice"], check=False)
+    assert not (V2 / f"{top}.slice" / f"{top}-besteffort.slice" / parent).exists()
