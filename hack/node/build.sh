@@ -61,10 +61,12 @@ python3 "$here/recipe.py" requirements "$src/pyproject.toml" >"$tmp/requirements
 python3 "$here/recipe.py" sources /etc/apt/sources.list /etc/apt/sources.list.d/* >"$tmp/debian.sources"
 
 # What a node needs: systemd as init, the kernel, pycri's data plane (runc, conmon, CNI plugins,
-# catatonit, iptables), what its tests use (busybox, docker-registry, skopeo, curl), AppArmor.
+# catatonit, iptables), what its tests use (busybox, docker-registry, skopeo, curl, openssl,
+# zstd), AppArmor (with sudo: critest loads its profiles through both).
 packages="systemd systemd-sysv udev dbus linux-image-amd64 initramfs-tools iproute2 iptables kmod
   procps util-linux psmisc iputils-ping python3 python3-venv runc conmon containernetworking-plugins
-  catatonit busybox docker-registry skopeo curl ca-certificates netbase apparmor apparmor-utils sudo"
+  catatonit busybox docker-registry skopeo curl openssl zstd ca-certificates netbase apparmor
+  apparmor-utils sudo"
 mmdebstrap --variant=apt --mode=root --format=directory \
   --aptopt='APT::Install-Recommends "false"' \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \

@@ -57,9 +57,11 @@ cache=$(dirname "$image")
 
 run=$(mktemp -d "${TMPDIR:-/tmp}/pycri-node.XXXXXX")
 qpid=""
+tpid=""
 finish() {
   rc=$?
   trap - EXIT INT TERM
+  [ -z "$tpid" ] || kill "$tpid" 2>/dev/null || true
   if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
     kill -TERM "$qpid" 2>/dev/null
     i=0
@@ -84,6 +86,7 @@ trap 'exit 143' TERM
 
 mkdir "$run/ctl"
 printf '%s\n' "$*" >"$run/ctl/cmd.sh"
+[ -z "${PYCRI_NODE_SRC_CACHE:-}" ] || echo "$PYCRI_NODE_SRC_CACHE" >"$run/ctl/src-cache"
 qemu-img create -q -f qcow2 -b "$image/image.raw" -F raw "$run/root.qcow2"
 
 qemu_path() { printf '%s' "$1" | sed 's/,/,,/g'; }  # a comma in a QEMU option value is doubled
@@ -97,7 +100,7 @@ if [ -d "$src/../shared" ]; then
 fi
 case ${PYCRI_NODE_ACCEL:-tcg} in
   kvm) accel="-accel kvm -cpu host" ;;
-  tcg) accel="-accel tcg,thread=multi -cpu max" ;;
+  tcg) accel="-accel tcg,thread=multi -cpu ${PYCRI_NODE_CPU:-max}" ;;
   *) say "PYCRI_NODE_ACCEL is kvm or tcg, not '$PYCRI_NODE_ACCEL'"; exit 2 ;;
 esac
 # no_timer_check: under software emulation on a busy host the kernel's IO-APIC timer check can
@@ -114,8 +117,12 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 -nodefaults -no-user-config $accel
   -drive "file=$(qemu_path "$run/root.qcow2"),format=qcow2,if=virtio,cache=unsafe" \
   $shares </dev/null >"$run/qemu.log" 2>&1 &
 qpid=$!
-# The command's output as the guest writes it (tail stops once QEMU has ended).
-tail -n +1 -F -s 0.5 --pid="$qpid" "$run/ctl/output" 2>/dev/null || true
+# The command's output as the guest writes it (tail stops once QEMU has ended). Both are waited
+# for with `wait`, which a signal interrupts (a foreground command would hold the traps back).
+tail -n +1 -F -s 0.5 --pid="$qpid" "$run/ctl/output" 2>/dev/null &
+tpid=$!
+wait "$tpid" || true
+tpid=""
 qrc=0
 wait "$qpid" || qrc=$?
 qpid=""
