@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _image_import(config_root: str, file: Path, tag: str) -> int:
-    from cri.image.importer import ImportError_, import_images
+    from cri.image.archive import ArchiveError
+    from cri.image.importer import import_images
     from cri.image.manifest import ManifestError
     from cri.image.store import ImageStore
     from cri.image.unpack import UnsafeLayer
@@ -63,7 +64,7 @@ def _image_import(config_root: str, file: Path, tag: str) -> int:
     store.open()
     try:
         records = import_images(store, file, tag)
-    except (ImportError_, ManifestError, UnsafeLayer, OSError, KeyError) as exc:
+    except (ArchiveError, ManifestError, UnsafeLayer, OSError, KeyError) as exc:
         print(f"pycri: cannot import {file}: {exc}", file=sys.stderr)
         return 1
     for rec in records:

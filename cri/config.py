@@ -17,9 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.apparmor import check_name as check_apparmor_name
+
 DEFAULT_CONFIG_PATH = Path("/etc/pycri/pycri.conf")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-CGROUP_DRIVERS = ("cgroupfs",)
+CGROUP_DRIVERS = ("cgroupfs", "systemd")
+# What an empty default_cgroup_parent / conmon_cgroup means, per driver.
+DEFAULT_CGROUP_PARENT = {"cgroupfs": "/pycri", "systemd": "pycri.slice"}
+DEFAULT_CONMON_CGROUP = {"cgroupfs": "/pycri-conmon", "systemd": "pod"}
 
 
 class ConfigError(Exception):
@@ -63,9 +68,17 @@ class RuntimeConfig:
 
     runtime_path: str = _opt("runc", "OCI runtime binary: a path, or a name looked up in PATH.")
     conmon_path: str = _opt("conmon", "conmon binary: a path, or a name looked up in PATH.")
-    cgroup_driver: str = _opt("cgroupfs", "Cgroup manager; only cgroupfs is supported.")
+    cgroup_driver: str = _opt(
+        "cgroupfs",
+        'Cgroup driver, as the kubelet\'s cgroupDriver: "cgroupfs" (pycri writes the cgroup tree) '
+        'or "systemd" (pods are slices, containers scopes, made through systemd over D-Bus; '
+        "needs systemd as PID 1 and cgroup v2). The kubelet must use the same one.",
+    )
     default_cgroup_parent: str = _opt(
-        "/pycri", "Parent of pod cgroups when the kubelet sends no cgroup_parent."
+        "",
+        "Parent of pod cgroups when the kubelet sends no cgroup_parent: a cgroupfs path with "
+        'the cgroupfs driver, a slice with systemd. Empty: "/pycri" (cgroupfs) or "pycri.slice" '
+        "(systemd, pods then are pycri-pod<uid>.slice).",
     )
     default_sysctls: list[str] = _opt_list(
         [], 'Sysctls applied to every pod, as "key=value" (pod sysctls win).'
@@ -77,13 +90,31 @@ class RuntimeConfig:
     pids_limit: int = _opt(
         0, "Most processes (and threads) one container may have; 0 leaves it to the pod cgroup."
     )
-    conmon_cgroup: str = _opt(
-        "/pycri-conmon",
-        "Cgroup (cgroupfs path) every conmon is moved into before it starts anything: outside "
-        "the daemon's own, so a service manager that kills pycri's cgroup on stop or restart "
-        "(systemd's default KillMode) leaves the containers' monitors alone. Empty keeps conmon "
-        "in the daemon's cgroup.",
+    apparmor_profile: str = _opt(
+        "pycri-default",
+        "AppArmor profile of containers that ask for RuntimeDefault (or for nothing), where the "
+        "kernel has AppArmor. \"pycri-default\" is pycri's own, which it loads with "
+        "apparmor_parser at start-up when missing or out of date; another name must be a "
+        "profile loaded before pycri starts; \"unconfined\" runs them without one. "
+        "Privileged containers run unconfined unless they name a profile.",
     )
+    conmon_cgroup: str = _opt(
+        "",
+        "Where every conmon is moved before it starts anything: outside the daemon's own "
+        "cgroup, so a service manager that kills pycri's cgroup on stop or restart leaves the "
+        "containers' monitors alone. cgroupfs driver: a cgroupfs path shared by all conmons. "
+        'systemd driver: "pod" (a pycri-conmon-<id>.scope in the pod\'s slice, counted to the '
+        'pod) or a slice such as "system.slice". Empty: "/pycri-conmon" (cgroupfs) or "pod" '
+        "(systemd).",
+    )
+
+    def cgroup_parent(self) -> str:
+        """default_cgroup_parent, or the driver's default when it is empty."""
+        return self.default_cgroup_parent or DEFAULT_CGROUP_PARENT[self.cgroup_driver]
+
+    def monitor_cgroup(self) -> str:
+        """conmon_cgroup, or the driver's default when it is empty."""
+        return self.conmon_cgroup or DEFAULT_CONMON_CGROUP[self.cgroup_driver]
 
 
 @dataclass
@@ -235,16 +266,31 @@ def validate(cfg: PycriConfig) -> None:
             f"pycri.runtime.cgroup_driver: {cfg.runtime.cgroup_driver!r} is not supported "
             f"(supported: {', '.join(CGROUP_DRIVERS)})"
         )
-    if not cfg.runtime.default_cgroup_parent.startswith("/"):
-        raise ConfigError("pycri.runtime.default_cgroup_parent: must start with /")
+    systemd = cfg.runtime.cgroup_driver == "systemd"
+    parent = cfg.runtime.cgroup_parent()
+    if systemd and not parent.endswith(".slice"):
+        raise ConfigError("pycri.runtime.default_cgroup_parent: must be a slice (like "
+                          "pycri.slice) with the systemd cgroup driver")
+    if not systemd and not parent.startswith("/"):
+        raise ConfigError("pycri.runtime.default_cgroup_parent: must start with / with the "
+                          "cgroupfs driver")
     for item in cfg.runtime.default_sysctls:
         if "=" not in item:
             raise ConfigError(f"pycri.runtime.default_sysctls: {item!r} is not key=value")
     for key in ("runtime_timeout",):
         if getattr(cfg.runtime, key) <= 0:
             raise ConfigError(f"pycri.runtime.{key}: must be positive")
-    if cfg.runtime.conmon_cgroup and not cfg.runtime.conmon_cgroup.startswith("/"):
-        raise ConfigError("pycri.runtime.conmon_cgroup: must start with / (or be empty)")
+    monitor = cfg.runtime.monitor_cgroup()
+    if systemd and monitor != "pod" and not monitor.endswith(".slice"):
+        raise ConfigError('pycri.runtime.conmon_cgroup: must be "pod" or a slice with the '
+                          "systemd cgroup driver")
+    if not systemd and not monitor.startswith("/"):
+        raise ConfigError("pycri.runtime.conmon_cgroup: must start with / with the cgroupfs "
+                          "driver (or be empty)")
+    try:
+        check_apparmor_name(cfg.runtime.apparmor_profile)
+    except ValueError as exc:
+        raise ConfigError(f"pycri.runtime.apparmor_profile: {exc}") from None
     if cfg.runtime.pids_limit < 0:
         raise ConfigError("pycri.runtime.pids_limit: must not be negative (0 = no limit)")
     if cfg.network.plugin_timeout <= 0:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from cri import sdnotify
 from cri.api import api_pb2_grpc
 from cri.config import Config, ConfigError, prepare
 from cri.image.servicer import ImageServicer
@@ -71,6 +72,7 @@ def claim_socket(path: Path) -> None:
 
 async def serve(config: Config) -> int:
     setup_logging(config.log_level)
+    notify_socket = sdnotify.take_socket()  # under systemd's Type=notify: see cri/sdnotify.py
     try:
         prepare(config)
         claim_socket(config.socket_path)
@@ -111,7 +113,10 @@ async def serve(config: Config) -> int:
         await runtime.start()
         interceptor.ready = True
         log.info("recovery done: %d pod sandboxes", len(runtime.sandboxes))
+        # Ready the moment every RPC answers: the socket serves and recovery is done.
+        sdnotify.notify(f"READY=1\nSTATUS=serving on unix://{sock}", notify_socket)
         await stop.wait()
+        sdnotify.notify("STOPPING=1\nSTATUS=shutting down", notify_socket)
         log.info("shutting down: finishing in-flight calls (up to %.0fs); pods keep running",
                  config.api.shutdown_grace)
     finally:

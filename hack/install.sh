@@ -6,9 +6,11 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # runc/conmon/catatonit/CNI plugins: the data plane. iproute2/iptables: what the CNI plugins
-# call. busybox, docker-registry, skopeo: the tests build and serve their own images.
+# call. apparmor: apparmor_parser, which loads pycri's default profile where the kernel
+# enforces AppArmor (a unit test compiles the profile with it elsewhere). busybox,
+# docker-registry, skopeo: the tests build and serve their own images.
 PKGS="runc conmon containernetworking-plugins catatonit iproute2 iptables kmod util-linux
-      procps psmisc iputils-ping busybox docker-registry skopeo curl python3 python3-venv"
+      procps psmisc iputils-ping apparmor busybox docker-registry skopeo curl python3 python3-venv"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -91,7 +91,7 @@ class LayerStats:
     bytes_written: int = 0  # regular-file content written into the layer directory
 
 
-class _CappedTarInfo(tarfile.TarInfo):
+class CappedTarInfo(tarfile.TarInfo):
     """TarInfo that refuses oversized PAX / GNU long-name records before tarfile reads them."""
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
@@ -493,7 +493,7 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, media_type: str = "",
         try:
             # Reads of CHUNK, not tarfile's 10 KiB records, for the same reason as _Gunzip.
             with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
-                              tarinfo=_CappedTarInfo, bufsize=CHUNK) as tar:
+                              tarinfo=CappedTarInfo, bufsize=CHUNK) as tar:
                 while (member := tar.next()) is not None:
                     tar.members.clear()  # stream mode keeps every member otherwise
                     entries += 1

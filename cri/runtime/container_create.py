@@ -22,13 +22,13 @@ from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidAr
 from cri.image.manifest import ImageConfig, parse_image_config
 from cri.image.rootfs import mount_rootfs, unmount
 from cri.image.store import ImageRecord
-from cri.runtime import container_spec
+from cri.runtime import apparmor_profile, container_spec
 from cri.runtime.container_exit import publish
 from cri.runtime.daemon import Runtime
 from cri.runtime.podspec import check_user_namespace
 from cri.store.container import Container, ContainerMeta, ContainerState
 from cri.store.sandbox import Sandbox
-from sandbox import cgroups
+from sandbox.apparmor import Request
 from sandbox.oci import spec as ocispec
 from sandbox.oci.errors import OCIRuntimeError, OCITimeout
 from sandbox.oci.signals import DEFAULT_STOP_SIGNAL, parse_signal
@@ -102,6 +102,7 @@ async def create_container(rt: Runtime, pod_id: str, config: api_pb2.ContainerCo
     if not config.HasField("metadata") or not config.metadata.name:
         raise InvalidArgument("container metadata.name must be set")
     check_user_namespace(config.linux.security_context.namespace_options)
+    apparmor = apparmor_profile.requested(config.linux.security_context)
     pod = rt.sandboxes.lookup(pod_id)
     rec = _resolve_image(rt, config.image)
     image_cfg = parse_image_config(rt.images.store.get_blob(rec.config_digest))
@@ -115,7 +116,8 @@ async def create_container(rt: Runtime, pod_id: str, config: api_pb2.ContainerCo
                 raise NotFound(f"pod sandbox {pod_id} was removed")
             if not pod.ready:
                 raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
-            task = rt.spawn(_create(rt, pod, ctr_id, name, config, rec, image_cfg, stop_signal))
+            task = rt.spawn(_create(rt, pod, ctr_id, name, config, rec, image_cfg, stop_signal,
+                                    apparmor))
             return await asyncio.shield(task)
     except BaseException:
         if rt.containers.get(ctr_id) is None:
@@ -155,10 +157,10 @@ async def _mount_image_volumes(rt: Runtime, ctr: Container, config: api_pb2.Cont
 
 async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
                   config: api_pb2.ContainerConfig, rec: ImageRecord, image_cfg: ImageConfig,
-                  stop_signal: int) -> str:
+                  stop_signal: int, apparmor: Request) -> str:
     sc = config.linux.security_context
     pid_mode, pid_ns_path, host_pid = _pid_namespace(rt, pod, config)
-    cgroup_path = cgroups.container_cgroup_path(pod.meta.cgroup_parent, ctr_id)
+    cgroup_path = rt.cgroups.container_cgroup(pod.meta.cgroup_parent, ctr_id)
     image_ref = rec.repo_digests[0] if rec.repo_digests else rec.id
     ctr_dir = rt.containers.dir / ctr_id
     log_path = _log_path(pod, config, ctr_dir)
@@ -194,11 +196,14 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
                 ident = resolve_identity(ctr.rootfs, **user.__dict__)
             except UserError as exc:
                 raise InvalidArgument(str(exc)) from exc
+            profile = apparmor_profile.resolve(rt.apparmor, apparmor, privileged=sc.privileged)
             spec = container_spec.container_spec(container_spec.SpecInputs(
                 ctr_id=ctr_id, pod=pod, config=config, image=image_cfg, identity=ident,
                 rootfs=ctr.rootfs, cgroup_path=cgroup_path, pid_ns_path=pid_ns_path,
                 host_pid=host_pid, image_mounts=image_mounts, v1_host=container_spec.v1_host(),
+                hugetlb=container_spec.hugetlb_reaches(pod.meta.cgroup_parent),
                 rro_supported="rro" in rt.mount_options, pids_limit=rt.config.runtime.pids_limit,
+                apparmor_profile=profile,
             ))
             _make_workdir(ctr.rootfs, spec["process"]["cwd"])
             done = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
@@ -215,7 +220,7 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             pid = await rt.oci.create(
                 ctr_id, ctr.bundle, log_path=log_path, pidfile=ctr.bundle / "pid",
                 attach_socket_dir=ctr.bundle, terminal=config.tty, stdin=config.stdin,
-                stdin_once=config.stdin_once, name=name,
+                stdin_once=config.stdin_once, name=name, pod_cgroup=pod.meta.cgroup_parent,
                 timeout=rt.config.runtime.runtime_timeout,
             )
         except OCITimeout as exc:

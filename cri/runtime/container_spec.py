@@ -7,6 +7,7 @@ live in sandbox/oci/: capabilities, seccomp, the user lookup, devices, signals.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
@@ -19,7 +20,7 @@ from cri.api import api_pb2
 from cri.errors import InvalidArgument
 from cri.image.manifest import ImageConfig
 from cri.store.sandbox import Sandbox
-from sandbox.cgroups import DEFAULT_ROOT
+from sandbox.cgroups import DEFAULT_ROOT, child_controllers
 from sandbox.cgroups.layout import V1Layout, cached_detect
 from sandbox.oci import spec as ocispec
 from sandbox.oci.capabilities import bounding_set, container_capabilities
@@ -28,6 +29,8 @@ from sandbox.oci.mountinfo import propagation_of
 from sandbox.oci.seccomp import SeccompError, default_profile, load_localhost_profile
 from sandbox.oci.user import Identity
 from sandbox.oom import clamp_oom_score_adj
+
+log = logging.getLogger(__name__)
 
 Spec = dict[str, Any]
 NS = api_pb2.NamespaceMode
@@ -55,8 +58,10 @@ class SpecInputs:
     host_pid: bool
     image_mounts: Mapping[str, Path]  # container path -> the mounted image volume
     v1_host: bool
+    hugetlb: bool  # the container's cgroup can carry hugetlb limits
     rro_supported: bool = True
     pids_limit: int = 0  # 0: none of the container's own (the pod cgroup may have one)
+    apparmor_profile: str | None = None  # resolved by apparmor_profile.resolve; None: none
 
 
 def command(config: api_pb2.ContainerConfig, image: ImageConfig) -> list[str]:
@@ -237,15 +242,7 @@ def _seccomp(sc: api_pb2.LinuxContainerSecurityContext, caps: list[str]) -> Spec
         raise InvalidArgument(str(exc)) from exc
 
 
-def _check_apparmor(sc: api_pb2.LinuxContainerSecurityContext) -> None:
-    wants_localhost = (sc.HasField("apparmor") and sc.apparmor.profile_type == PROFILE.Localhost) \
-        or sc.apparmor_profile.startswith("localhost/")
-    if wants_localhost and not Path("/sys/kernel/security/apparmor").is_dir():
-        raise InvalidArgument("AppArmor profile requested but AppArmor is not supported on "
-                              "this node")
-
-
-def resources(res: api_pb2.LinuxContainerResources, *, v1_host: bool) -> Spec:
+def resources(res: api_pb2.LinuxContainerResources, *, v1_host: bool, hugetlb: bool) -> Spec:
     out: Spec = {}
     cpu: Spec = {}
     if res.cpu_shares:
@@ -270,12 +267,18 @@ def resources(res: api_pb2.LinuxContainerResources, *, v1_host: bool) -> Spec:
         memory["swap"] = res.memory_limit_in_bytes
     if memory:
         out["memory"] = memory
-    if res.hugepage_limits:
+    # The kubelet sends a limit (often 0) for every page size the node has, whether or not the
+    # hugetlb controller reaches the container's cgroup (not mounted on many v1 hosts; never
+    # enabled by systemd in its slices): runc fails the create on a limit it cannot write.
+    if res.hugepage_limits and hugetlb:
         out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit}
                                  for h in res.hugepage_limits]
-    if res.unified:
-        if v1_host:
-            raise InvalidArgument("unified cgroup resources need a cgroup v2 host")
+    if res.unified and v1_host:
+        raise InvalidArgument("unified cgroup resources need a cgroup v2 host")
+    if not v1_host:
+        # swap.max=0 through the unified map too: runc 1.1 leaves a swap limit of 0 out of the
+        # systemd scope's properties (it cannot tell 0 from unset) and writes the file behind
+        # systemd's back, which a daemon-reload undoes; a unified value becomes MemorySwapMax.
         unified = dict(res.unified)
         unified.setdefault("memory.swap.max", "0")
         out["unified"] = unified
@@ -285,7 +288,6 @@ def resources(res: api_pb2.LinuxContainerResources, *, v1_host: bool) -> Spec:
 def container_spec(inp: SpecInputs) -> Spec:
     cfg = inp.config
     sc = cfg.linux.security_context
-    _check_apparmor(sc)
     privileged = sc.privileged
     if privileged and not inp.pod.config.linux.security_context.privileged:
         raise InvalidArgument("a privileged container needs a privileged pod sandbox")
@@ -310,12 +312,16 @@ def container_spec(inp: SpecInputs) -> Spec:
     }
     if ident.username:
         process["user"]["username"] = ident.username
+    if inp.apparmor_profile is not None:
+        # runc puts the process under it at its final execve; `runc exec` copies the whole
+        # process section, so ExecSync and exec run under the same profile.
+        process["apparmorProfile"] = inp.apparmor_profile
 
     mounts, rootfs_prop = cri_mounts(cfg.mounts, inp.image_mounts, inp.rro_supported)
     taken = {posixpath.normpath(m["destination"]) for m in mounts}
     defaults = [m for m in _default_mounts(inp, privileged) if m["destination"] not in taken]
 
-    res = resources(cfg.linux.resources, v1_host=inp.v1_host)
+    res = resources(cfg.linux.resources, v1_host=inp.v1_host, hugetlb=inp.hugetlb)
     devices: list[Spec] = []
     rules = ocispec.default_device_rules()
     if privileged:
@@ -367,3 +373,18 @@ def container_spec(inp: SpecInputs) -> Spec:
 
 def v1_host() -> bool:
     return isinstance(cached_detect(DEFAULT_ROOT), V1Layout)
+
+
+def hugetlb_reaches(pod_cgroup: str) -> bool:
+    """Whether hugetlb limits can be applied to the containers of ``pod_cgroup``; logged once
+    a daemon when they cannot, as CRI-O does."""
+    ok = "hugetlb" in child_controllers(pod_cgroup)
+    global _hugetlb_told
+    if not ok and not _hugetlb_told:
+        _hugetlb_told = True
+        log.info("the hugetlb controller does not reach container cgroups (%s): hugepage limits "
+                 "are not applied", pod_cgroup)
+    return ok
+
+
+_hugetlb_told = False

@@ -12,7 +12,7 @@ from cri.errors import FailedPrecondition, Internal, InvalidArgument
 from cri.runtime import container_spec
 from cri.runtime.daemon import Runtime
 from cri.store.container import Container, ContainerState
-from sandbox import cgroups
+from sandbox.cgroups import Resources
 from sandbox.errors import CgroupError
 from sandbox.oci import spec as ocispec
 from sandbox.oci.errors import OCIRuntimeError
@@ -34,7 +34,10 @@ def _rewrite_spec(ctr: Container, resources: dict[str, object]) -> None:
 async def update_container_resources(rt: Runtime, ctr_id: str,
                                      res: api_pb2.LinuxContainerResources) -> None:
     ctr = rt.containers.lookup(ctr_id)
-    resources = container_spec.resources(res, v1_host=container_spec.v1_host())
+    pod = rt.sandboxes.lookup(ctr.meta.pod_id)
+    resources = container_spec.resources(
+        res, v1_host=container_spec.v1_host(),
+        hugetlb=container_spec.hugetlb_reaches(pod.meta.cgroup_parent))
     async with rt.lock(ctr.id):
         if ctr.status.state not in (ContainerState.CREATED, ContainerState.RUNNING):
             raise FailedPrecondition(f"container {ctr.id} is {ctr.status.state.value}: its "
@@ -57,11 +60,9 @@ async def update_pod_sandbox_resources(rt: Runtime, pod_id: str,
                                        res: api_pb2.LinuxContainerResources) -> None:
     pod = rt.sandboxes.lookup(pod_id)
     try:
-        await asyncio.to_thread(
-            cgroups.create_pod_cgroup, pod.meta.cgroup_parent,
-            res.memory_limit_in_bytes or None,
-            cpu_shares=res.cpu_shares or None, cpu_quota=res.cpu_quota or None,
-            cpu_period=res.cpu_period or None)
+        await rt.cgroups.create_pod(pod.meta.cgroup_parent, Resources(
+            res.memory_limit_in_bytes or None, cpu_shares=res.cpu_shares or None,
+            cpu_quota=res.cpu_quota or None, cpu_period=res.cpu_period or None))
     except CgroupError as exc:
         raise InvalidArgument(f"cannot update pod sandbox {pod.id} resources: {exc}") from exc
     except OSError as exc:

@@ -19,8 +19,11 @@ from cri.runtime.events import EventBus
 from cri.runtime.network import PodNetwork
 from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
-from sandbox import cgroups, diskusage, masquerade
+from sandbox import diskusage, masquerade
+from sandbox.apparmor import AppArmor, AppArmorError, SystemHost
+from sandbox.cgroups.driver import CgroupDriver, CgroupfsDriver, SystemdDriver
 from sandbox.cgroups.stats import CpuRate
+from sandbox.cgroups.systemd import DBusSystemd
 from sandbox.errors import CgroupError
 from sandbox.masquerade import MasqueradeError
 from sandbox.oci.exits import ExitWatcher
@@ -33,6 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+
+def make_driver(config: Config) -> CgroupDriver:
+    """The configured cgroup driver; no fallback from one to the other."""
+    monitor = config.runtime.monitor_cgroup()
+    if config.runtime.cgroup_driver == "systemd":
+        return SystemdDriver(DBusSystemd(), monitor)
+    return CgroupfsDriver(monitor)
 
 
 class Runtime:
@@ -49,6 +60,7 @@ class Runtime:
         self.exec_dir = runroot / "exec"
         self.image_root = root / "images"  # the image store (content and unpacked layers)
         self.container_root = self.containers.dir  # container state and writable layers
+        self.cgroups = make_driver(config)
         self.oci = OCIRuntime(
             runtime_path=Path(config.runtime.runtime_path),
             conmon_path=Path(config.runtime.conmon_path),
@@ -56,9 +68,12 @@ class Runtime:
             exits_dir=self.exits_dir,
             persist_root=root / "conmon",
             runc_timeout=config.runtime.runtime_timeout,
-            place_monitor=self._place_monitor if config.runtime.conmon_cgroup else None,
+            place_monitor=self.cgroups.place_monitor,
+            systemd_cgroup=self.cgroups.systemd_cgroup,
         )
         self.network = PodNetwork(config)
+        self.apparmor = AppArmor(SystemHost(timeout=config.runtime.runtime_timeout),
+                                 config.runtime.apparmor_profile)
         self.images = Images(self.image_root, Path(config.image.registries_conf),
                              pause_image=config.image.pause_image)
         self.images.in_use = self._image_users
@@ -166,19 +181,21 @@ class Runtime:
         """Recover state written by an earlier daemon (kill -9 included)."""
         from cri.runtime.recovery import recover
 
-        if self.config.runtime.conmon_cgroup:
-            # Made once and kept: conmons outlive the daemon in it.
-            try:
-                await asyncio.to_thread(cgroups.create_pod_cgroup,
-                                        self.config.runtime.conmon_cgroup)
-            except CgroupError as exc:
-                raise ConfigError(f"pycri.runtime.conmon_cgroup: {exc} (an empty value keeps "
-                                  "conmon in pycri's own cgroup)") from exc
+        try:
+            await self.cgroups.start()
+        except CgroupError as exc:
+            key = "cgroup_driver" if self.cgroups.systemd_cgroup else "conmon_cgroup"
+            raise ConfigError(f"pycri.runtime.{key}: {exc}") from exc
         try:  # also deletes the rules of subnets this daemon no longer has
             await asyncio.to_thread(masquerade.ensure, self.config.network.masquerade_cidrs,
                                     self.config.root)
         except MasqueradeError as exc:
             raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from exc
+        try:  # loads pycri's default profile when the kernel lacks it or has an older text
+            await asyncio.to_thread(self.apparmor.start)
+        except AppArmorError as exc:
+            raise ConfigError(f"pycri.runtime.apparmor_profile: {exc} (\"unconfined\" runs "
+                              "containers without a default profile)") from exc
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mount_options = await mount_options(self.oci.runtime_path)
@@ -190,9 +207,6 @@ class Runtime:
         await streaming.start()
         self._streaming = streaming
         await recover(self)
-
-    def _place_monitor(self, pid: int) -> None:
-        cgroups.add_pid(self.config.runtime.conmon_cgroup, pid)
 
     def streaming(self) -> Streaming:
         if self._streaming is None:

@@ -19,10 +19,11 @@ from cri.image.auth import Credentials
 from cri.image.manifest import parse_image_config
 from cri.image.rootfs import mount_rootfs, unmount
 from cri.image.store import ImageRecord
+from cri.runtime import apparmor_profile
 from cri.runtime.daemon import Runtime
 from cri.runtime.podspec import PodPlan
 from cri.store.sandbox import Sandbox
-from sandbox import cgroups
+from sandbox.apparmor import RUNTIME_DEFAULT
 from sandbox.oci import spec as ocispec
 from sandbox.oci.errors import OCINotFound, OCINotRunning, OCIRuntimeError, OCITimeout
 from sandbox.oom import clamp_oom_score_adj
@@ -40,6 +41,7 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
     meta = pod.meta
     bundle = bundle_dir(pod)
     image_args = await _image_rootfs_args(rt) if rt.config.image.pause_image else None
+    privileged = pod.config.linux.security_context.privileged
     spec = ocispec.infra_spec(
         hostname=meta.hostname,
         netns_path=Path(meta.netns_path) if meta.netns_path else None,
@@ -50,14 +52,25 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
         shm_path=Path(meta.shm_path) if meta.shm_path else None,
         pause_binary=None if image_args else Path(rt.config.runtime.pause_binary),
         args=image_args,
-        cgroups_path=cgroups.container_cgroup_path(meta.cgroup_parent, meta.infra_id),
+        cgroups_path=rt.cgroups.container_cgroup(meta.cgroup_parent, meta.infra_id),
         sysctls=plan.sysctls,
         oom_score_adj=clamp_oom_score_adj(INFRA_OOM_SCORE_ADJ),
-        privileged=pod.config.linux.security_context.privileged,
+        privileged=privileged,
         annotations={"io.kubernetes.cri.sandbox-id": meta.id,
                      "io.kubernetes.cri.container-type": "sandbox"},
     )
-    await asyncio.to_thread(ocispec.write_bundle, bundle, spec)
+
+    def write_bundle() -> None:
+        # The pause process runs under the runtime default like the pod's containers (CRI-O
+        # and containerd leave it unconfined). It needs nothing the profile denies, and a
+        # container's `ps` may read /proc/1/... of it (ptrace read) only when both run under
+        # the same profile: an unconfined pid 1 shows up as AppArmor denials.
+        profile = apparmor_profile.resolve(rt.apparmor, RUNTIME_DEFAULT, privileged=privileged)
+        if profile is not None:
+            spec["process"]["apparmorProfile"] = profile
+        ocispec.write_bundle(bundle, spec)
+
+    await asyncio.to_thread(write_bundle)
     if image_args:
         # A writable overlay: runc creates the mount points (/proc, /dev, ...) the image lacks,
         # then makes the root read-only as the spec says.
@@ -71,6 +84,7 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
             log_path=bundle / "infra.log",
             pidfile=bundle / "pid",
             attach_socket_dir=bundle,
+            pod_cgroup=meta.cgroup_parent,
             timeout=timeout,
         )
         await rt.oci.start(meta.infra_id)

@@ -13,7 +13,8 @@ from cri.api import api_pb2
 from cri.config import Config
 from cri.errors import InvalidArgument, Unimplemented
 from sandbox import sysctl
-from sandbox.errors import InvalidSysctl
+from sandbox.cgroups.driver import CgroupDriver
+from sandbox.errors import CgroupError, InvalidSysctl
 
 NODE = api_pb2.NamespaceMode.NODE
 POD = api_pb2.NamespaceMode.POD
@@ -24,7 +25,6 @@ TARGET = api_pb2.NamespaceMode.TARGET
 # refuse only what could act as a separator or escape: '/', ';', '=', whitespace, quotes, NUL.
 _NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,252})$")
 _UID = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,127}$")
-_CGROUP_PART = re.compile(r"^[A-Za-z0-9_@-][A-Za-z0-9_.@-]*$")
 
 
 @dataclass(frozen=True)
@@ -50,19 +50,21 @@ def _check_metadata(md: api_pb2.PodSandboxMetadata) -> None:
         raise InvalidArgument(f"pod uid {md.uid!r} has characters a uid cannot have")
 
 
-def _cgroup_parent(cfg: Config, linux: api_pb2.LinuxPodSandboxConfig, uid: str) -> str:
-    parent = linux.cgroup_parent or f"{cfg.runtime.default_cgroup_parent}/pod{uid}"
-    if parent.endswith(".slice"):
-        raise InvalidArgument(
-            f"cgroup_parent {parent!r} is a systemd slice, but pycri runs the cgroupfs driver"
-        )
-    parts = [p for p in parent.split("/") if p]
-    # Joined under /sys/fs/cgroup: no '..' or odd characters may walk out of the hierarchy.
-    if not parent.startswith("/") or not parts or any(
-        p in (".", "..") or not _CGROUP_PART.match(p) for p in parts
-    ):
-        raise InvalidArgument(f"cgroup_parent {parent!r} is not a valid absolute cgroup path")
-    return "/" + "/".join(parts)
+def _cgroup_parent(cfg: Config, driver: CgroupDriver, linux: api_pb2.LinuxPodSandboxConfig,
+                   uid: str) -> str:
+    """The pod's cgroup: the kubelet's cgroup_parent, or one of pycri's own under the
+    configured parent. Joined under /sys/fs/cgroup, so it is checked: no '..' or odd
+    characters may walk out of the hierarchy, and its form must fit the driver."""
+    try:
+        if not linux.cgroup_parent:
+            return driver.pod_cgroup(cfg.runtime.cgroup_parent(), uid)
+        parent = linux.cgroup_parent
+        if parent.startswith("/"):  # one form of a path: no empty components or trailing '/'
+            parent = "/" + "/".join(p for p in parent.split("/") if p)
+        driver.check(parent)
+    except CgroupError as exc:
+        raise InvalidArgument(f"cgroup_parent: {exc}") from exc
+    return parent
 
 
 def _memory_limit(linux: api_pb2.LinuxPodSandboxConfig) -> int | None:
@@ -90,7 +92,7 @@ def check_user_namespace(ns: api_pb2.NamespaceOption) -> None:
                         "idmapped mounts, so pycri reports user_namespaces false")
 
 
-def plan(cfg: Config, config: api_pb2.PodSandboxConfig) -> PodPlan:
+def plan(cfg: Config, driver: CgroupDriver, config: api_pb2.PodSandboxConfig) -> PodPlan:
     if not config.HasField("metadata"):
         raise InvalidArgument("pod sandbox config has no metadata")
     md = config.metadata
@@ -123,7 +125,7 @@ def plan(cfg: Config, config: api_pb2.PodSandboxConfig) -> PodPlan:
         host_pid=host_pid,
         share_pid=ns.pid == POD,
         hostname=hostname,
-        cgroup_parent=_cgroup_parent(cfg, linux, md.uid),
+        cgroup_parent=_cgroup_parent(cfg, driver, linux, md.uid),
         memory_limit=_memory_limit(linux),
         sysctls=sysctls,
     )

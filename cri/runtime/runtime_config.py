@@ -11,9 +11,10 @@ log = logging.getLogger(__name__)
 
 
 def runtime_config(rt: Runtime) -> api_pb2.RuntimeConfigResponse:
+    driver = api_pb2.CgroupDriver.SYSTEMD if rt.cgroups.systemd_cgroup else \
+        api_pb2.CgroupDriver.CGROUPFS
     return api_pb2.RuntimeConfigResponse(
-        linux=api_pb2.LinuxRuntimeConfiguration(cgroup_driver=api_pb2.CgroupDriver.CGROUPFS)
-    )
+        linux=api_pb2.LinuxRuntimeConfiguration(cgroup_driver=driver))
 
 
 def update_runtime_config(rt: Runtime, cfg: api_pb2.RuntimeConfig) -> None:

@@ -11,7 +11,6 @@ from cri.runtime import container_remove, infra
 from cri.runtime.daemon import Runtime
 from cri.runtime.sandbox_stop import stop
 from cri.store.sandbox import Sandbox
-from sandbox import cgroups
 
 log = logging.getLogger(__name__)
 
@@ -39,5 +38,5 @@ async def teardown(rt: Runtime, pod: Sandbox) -> None:
         rt.forget_lock(ctr.id)
     await infra.destroy(rt, pod)
     if pod.meta.cgroup_created:
-        await asyncio.to_thread(cgroups.remove_pod_cgroup, pod.meta.cgroup_parent)
+        await rt.cgroups.remove_pod(pod.meta.cgroup_parent)
     await asyncio.to_thread(shutil.rmtree, pod.meta.run_dir, True)

@@ -24,6 +24,7 @@ from cri.runtime import infra, podspec
 from cri.runtime.daemon import Runtime
 from cri.store.sandbox import Sandbox, SandboxMeta, SandboxState, SandboxStatus
 from sandbox import cgroups, netns, podfiles, shm
+from sandbox.cgroups import Resources
 from sandbox.errors import SandboxError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def sandbox_name(md: api_pb2.PodSandboxMetadata) -> str:
 
 
 async def run_pod_sandbox(rt: Runtime, config: api_pb2.PodSandboxConfig, handler: str) -> str:
-    plan = podspec.plan(rt.config, config)  # every check that needs no side effect, first
+    plan = podspec.plan(rt.config, rt.cgroups, config)  # every check that needs no side effect, first
     if handler not in HANDLERS:
         raise InvalidArgument(f"runtime handler {handler!r} is not configured (have: runc)")
     if not plan.host_network:
@@ -95,9 +96,9 @@ async def _create(rt: Runtime, pod_id: str, name: str, config: api_pb2.PodSandbo
         undo.callback(shutil.rmtree, run_dir, True)
         # Also for a cgroup the kubelet made: swap is disabled for every pod, and the limits
         # are (re)applied; only one we made is removed again.
-        await asyncio.to_thread(cgroups.create_pod_cgroup, plan.cgroup_parent, plan.memory_limit)
+        await rt.cgroups.create_pod(plan.cgroup_parent, Resources(plan.memory_limit))
         if meta.cgroup_created:
-            undo.push_async_callback(asyncio.to_thread, cgroups.remove_pod_cgroup, plan.cgroup_parent)
+            undo.push_async_callback(rt.cgroups.remove_pod, plan.cgroup_parent)
         await asyncio.to_thread(_write_pod_files, run_dir, config, plan)
         if meta.shm_path:
             await asyncio.to_thread(shm.mount_shm, Path(meta.shm_path))

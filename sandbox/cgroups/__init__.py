@@ -8,6 +8,7 @@ Paths are cgroupfs paths relative to each hierarchy root, e.g. ``/kubepods/burst
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.cgroups import v1, v2
@@ -38,7 +39,9 @@ __all__ = [
     "V1Layout",
     "V2Layout",
     "add_pid",
+    "child_controllers",
     "container_cgroup_path",
+    "create_leaf_cgroup",
     "create_pod_cgroup",
     "detect",
     "list_pids",
@@ -81,17 +84,45 @@ def create_pod_cgroup(
     the memory limit when one is given. Limits are (re)applied to an existing cgroup too. On
     failure, every directory this call made is removed again before CgroupError is raised.
     """
-    parts = parse_path(path)
     res = Resources(memory_limit, cpu_shares, cpu_quota, cpu_period)
+
+    def make(layout: Layout, parts: tuple[str, ...], made: list[Path]) -> None:
+        if isinstance(layout, V2Layout):
+            v2.create(layout, parts, res, fs, made)
+        else:
+            v1.create(layout, parts, res, fs, made)
+
+    return _create(path, make, root, fs, "pod cgroup")
+
+
+def create_leaf_cgroup(path: str, *, root: Path = DEFAULT_ROOT, fs: CgroupFs = KERNEL) -> bool:
+    """Create cgroup ``path`` (and missing ancestors) for processes of its own, put there with
+    add_pid: the conmon cgroup. Returns True if this call made it.
+
+    On v2 a cgroup either holds processes or enables controllers for child cgroups, never both
+    (the kernel answers EBUSY): this one gets the controllers from its ancestors, so its
+    processes are still accounted, and enables none itself (create_pod_cgroup's pod does).
+    Controllers enabled there before (by an older pycri) are disabled while it has no children.
+    On v1 it is made as a pod cgroup without limits (swap off), v1 having no such rule.
+    """
+    def make(layout: Layout, parts: tuple[str, ...], made: list[Path]) -> None:
+        if isinstance(layout, V2Layout):
+            v2.create_leaf(layout, parts, fs, made)
+        else:
+            v1.create(layout, parts, Resources(), fs, made)
+
+    return _create(path, make, root, fs, "cgroup")
+
+
+def _create(path: str, make: Callable[[Layout, tuple[str, ...], list[Path]], None], root: Path,
+            fs: CgroupFs, what: str) -> bool:
+    """``make`` the cgroup; whether it made the cgroup's own directory in any hierarchy. On
+    failure, every directory it made is removed again before CgroupError is raised."""
+    parts = parse_path(path)
     layout = cached_detect(root)
     made: list[Path] = []
     try:
-        if isinstance(layout, V2Layout):
-            v2.create(layout, parts, res, fs, made)
-            leaves = [layout.root.joinpath(*parts)]
-        else:
-            v1.create(layout, parts, res, fs, made)
-            leaves = v1.pod_dirs(layout, parts)
+        make(layout, parts, made)
     except BaseException as exc:
         for d in reversed(made):
             with contextlib.suppress(CgroupError):
@@ -99,8 +130,10 @@ def create_pod_cgroup(
         if isinstance(exc, CgroupError):
             raise
         if isinstance(exc, OSError):
-            raise CgroupError(f"cannot set up pod cgroup {path}: {exc}") from exc
+            raise CgroupError(f"cannot set up {what} {path}: {exc}") from exc
         raise
+    leaves = ([layout.root.joinpath(*parts)] if isinstance(layout, V2Layout)
+              else v1.pod_dirs(layout, parts))
     return any(leaf in made for leaf in leaves)
 
 
@@ -116,6 +149,21 @@ def remove_pod_cgroup(path: str, *, root: Path = DEFAULT_ROOT, fs: CgroupFs = KE
         raise CgroupError(f"cgroup {path} still has processes: {_describe(pids)}")
     for d in dirs:
         remove_tree(fs, d)
+
+
+def child_controllers(path: str, *, root: Path = DEFAULT_ROOT, fs: CgroupFs = KERNEL
+                      ) -> frozenset[str]:
+    """The controllers a cgroup made below ``path`` gets: on v2 what ``path`` enables in its
+    cgroup.subtree_control (systemd enables only the ones it manages: never hugetlb in 252),
+    on v1 the controllers of the mounted hierarchies. Empty when ``path`` does not exist."""
+    layout = cached_detect(root)
+    if isinstance(layout, V1Layout):
+        return frozenset(c for h in layout.hierarchies for c in h.controllers)
+    try:
+        return frozenset(fs.read(layout.root.joinpath(*parse_path(path),
+                                                      "cgroup.subtree_control")).split())
+    except FileNotFoundError:
+        return frozenset()
 
 
 def list_pids(

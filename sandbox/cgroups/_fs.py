@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from sandbox.cgroups import units
 from sandbox.errors import CgroupError
 
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
@@ -75,15 +76,18 @@ KERNEL: CgroupFs = KernelFs()
 
 
 def parse_path(path: str) -> tuple[str, ...]:
-    """Split a cgroupfs path such as ``/kubepods/burstable/pod<uid>`` into components.
+    """Split a cgroup path into its components under the hierarchy root.
 
-    Raises CgroupError for anything but an absolute path of plain names: relative paths, '..',
-    empty components, or systemd ``a-b.slice`` unit names (only the cgroupfs driver exists).
+    Two forms: a cgroupfs path such as ``/kubepods/burstable/pod<uid>`` (the cgroupfs driver),
+    or a systemd name, ``a-b.slice`` or runc's ``a-b.slice:prefix:name`` (the systemd driver),
+    which is where systemd puts that unit (see ``units``). Raises CgroupError for anything
+    else: relative paths, '..', empty components, malformed unit names.
     """
+    if units.is_unit_form(path):
+        return units.unit_components(path)
     if not path.startswith("/"):
         raise CgroupError(
-            f"cgroup path {path!r} must be absolute (cgroupfs driver; systemd slices are not "
-            "supported)"
+            f"cgroup path {path!r} must be absolute (a cgroupfs path) or a systemd slice"
         )
     parts = tuple(path[1:].split("/"))
     if parts == ("",):

@@ -1,4 +1,5 @@
-"""cgroup v2 pod cgroups: one directory, controllers delegated down from the root."""
+"""cgroup v2 pod cgroups (one directory, controllers delegated down from the root) and leaf
+cgroups for processes of their own."""
 
 from __future__ import annotations
 
@@ -10,13 +11,47 @@ from sandbox.cgroups.resources import Resources, shares_to_weight
 from sandbox.errors import CgroupError
 
 # What a pod and its containers are limited by; whichever of these a level offers is enabled.
-WANTED = ("cpu", "cpuset", "io", "memory", "pids")
+WANTED = ("cpu", "cpuset", "hugetlb", "io", "memory", "pids")
 
 
 def create(
     layout: V2Layout, parts: tuple[str, ...], res: Resources, fs: CgroupFs, made: list[Path]
 ) -> None:
     """Make the pod directory, delegate controllers to it and apply ``res``."""
+    current = _descend(layout, parts, fs, made)
+    # And in the pod itself, so the containers' cgroups below it get the controllers too. From
+    # here on no process may live in the pod directory itself (v2 "no internal processes"):
+    # runc, conmon and the infra container each go into a child.
+    _enable(fs, current)
+    _set_memory(fs, current, res.memory_limit)
+    _set_cpu(fs, current, res)
+
+
+def create_leaf(layout: V2Layout, parts: tuple[str, ...], fs: CgroupFs, made: list[Path]) -> None:
+    """Make a cgroup for processes of its own (conmon's): its controllers enabled in every
+    ancestor, so its processes are accounted and limited, and none in its own subtree_control,
+    where they would make the kernel refuse every process (EBUSY). Controllers found enabled
+    there (an older pycri made the conmon cgroup like a pod's) are turned off again while no
+    child cgroup uses them."""
+    leaf = _descend(layout, parts, fs, made)
+    enabled = fs.read(leaf / "cgroup.subtree_control").split()
+    if not enabled:
+        return
+    children = sorted(p.name for p in leaf.iterdir() if p.is_dir())
+    if children:
+        raise CgroupError(
+            f"{leaf} enables {' '.join(enabled)} for its child cgroups ({', '.join(children)}), "
+            "so it cannot hold processes (cgroup v2 'no internal processes' rule)")
+    try:
+        fs.write(leaf / "cgroup.subtree_control", " ".join(f"-{c}" for c in enabled))
+    except OSError as exc:
+        raise CgroupError(f"cannot disable the controllers {' '.join(enabled)} in {leaf}: "
+                          f"{exc.strerror}") from exc
+
+
+def _descend(layout: V2Layout, parts: tuple[str, ...], fs: CgroupFs, made: list[Path]) -> Path:
+    """Make ``parts`` below the root level by level, each level's parent delegating the
+    controllers to it; returns the last directory."""
     current = layout.root
     for part in parts:
         # A child only gets a controller's files if its parent lists the controller in
@@ -24,12 +59,7 @@ def create(
         _enable(fs, current)
         mkdirs(fs, current, (part,), made)
         current = current / part
-    # And in the pod itself, so the containers' cgroups below it get the controllers too. From
-    # here on no process may live in the pod directory itself (v2 "no internal processes"):
-    # runc, conmon and the infra container each go into a child.
-    _enable(fs, current)
-    _set_memory(fs, current, res.memory_limit)
-    _set_cpu(fs, current, res)
+    return current
 
 
 def _enable(fs: CgroupFs, cgroup: Path) -> None:

@@ -43,6 +43,7 @@ class ConmonArgs:
     terminal: bool = False
     stdin: bool = False
     stdin_once: bool = False
+    systemd_cgroup: bool = False
 
 
 class ConmonExitedEarly(OCIRuntimeError):
@@ -71,8 +72,10 @@ def conmon_argv(a: ConmonArgs) -> list[str]:
         "-l", f"k8s-file:{a.log_path}",
         "--log-level", a.log_level,
     ]
-    for arg in global_args(a.runtime_root):
+    for arg in global_args(a.runtime_root, a.systemd_cgroup):
         argv += ["--runtime-arg", arg]
+    if a.systemd_cgroup:
+        argv.append("--systemd-cgroup")
     if a.log_size_max is not None:
         argv += ["--log-size-max", str(a.log_size_max)]
     if a.terminal:

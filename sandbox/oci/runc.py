@@ -20,10 +20,12 @@ _NOT_FOUND = "container does not exist"
 _NOT_RUNNING = "container not running"
 
 
-def global_args(root: Path) -> list[str]:
+def global_args(root: Path, systemd_cgroup: bool = False) -> list[str]:
     # JSON log lines on stderr let error_message() pull out the message without parsing
-    # logrus' quoted text format.
-    return [f"--root={root}", "--log-format=json"]
+    # logrus' quoted text format. --systemd-cgroup: cgroupsPath is slice:prefix:name and
+    # runc asks systemd for the container's scope (the systemd cgroup driver).
+    args = [f"--root={root}", "--log-format=json"]
+    return [*args, "--systemd-cgroup"] if systemd_cgroup else args
 
 
 def error_message(stderr: bytes) -> str:
@@ -52,13 +54,14 @@ def classify(message: str) -> OCIRuntimeError:
     return OCIRuntimeError(message)
 
 
-async def run_runc(runtime_path: Path, root: Path, args: Sequence[str]) -> bytes:
+async def run_runc(runtime_path: Path, root: Path, args: Sequence[str],
+                   systemd_cgroup: bool = False) -> bytes:
     """Run ``runc --root root args...`` and return its stdout.
 
     Bound it with ``asyncio.timeout``: cancellation kills and reaps runc, so no runc is left
     behind doing work nobody awaits.
     """
-    argv = [str(runtime_path), *global_args(root), *args]
+    argv = [str(runtime_path), *global_args(root, systemd_cgroup), *args]
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,

@@ -10,7 +10,7 @@ import os
 import re
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ from sandbox.oci.conmon import (
 )
 from sandbox.oci.errors import OCINotFound, OCINotRunning, OCIRuntimeError, OCITimeout
 from sandbox.oci.runc import RUNTIME_ENV, run_runc
+
+# place_monitor(conmon pid, container id, pod cgroup)
+PlaceMonitor = Callable[[int, str, str], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +55,12 @@ class OCIRuntime:
         *,
         conmon_log_level: str = "error",
         runc_timeout: float = 30.0,
-        place_monitor: Callable[[int], None] | None = None,
+        place_monitor: PlaceMonitor | None = None,
+        systemd_cgroup: bool = False,
     ) -> None:
-        """``place_monitor(pid)``, when given, moves a new conmon into its cgroup before
-        conmon starts anything (and may raise OSError or CgroupError to refuse it)."""
+        """``place_monitor(pid, ctr_id, pod_cgroup)``, when given, moves a new conmon into its
+        cgroup before conmon starts anything (and may raise OSError or CgroupError to refuse
+        it). ``systemd_cgroup``: runc runs with --systemd-cgroup (the systemd driver)."""
         self.runtime_path = runtime_path
         self.conmon_path = conmon_path
         self.runtime_root = runtime_root
@@ -64,6 +69,7 @@ class OCIRuntime:
         self.conmon_log_level = conmon_log_level
         self.runc_timeout = runc_timeout
         self.place_monitor = place_monitor
+        self.systemd_cgroup = systemd_cgroup
 
     def persist_dir(self, ctr_id: str) -> Path:
         """conmon's per-container dir: conmon.pid, and ``exit`` / ``oom`` once they happen."""
@@ -133,6 +139,7 @@ class OCIRuntime:
         stdin_once: bool = False,
         name: str | None = None,
         log_size_max: int | None = None,
+        pod_cgroup: str = "",
         # An explicit deadline (not just the caller's asyncio.timeout) because running out of
         # it is an answer of its own, OCITimeout; cancellation cleans up the same way.
         timeout: float,  # noqa: ASYNC109
@@ -168,10 +175,11 @@ class OCIRuntime:
             terminal=terminal,
             stdin=stdin,
             stdin_once=stdin_once,
+            systemd_cgroup=self.systemd_cgroup,
         ))
         try:
             async with asyncio.timeout(timeout):
-                return await self._spawn_conmon(argv, bundle)
+                return await self._spawn_conmon(argv, bundle, ctr_id, pod_cgroup)
         except TimeoutError as exc:
             await self._abort_create(ctr_id)
             raise OCITimeout(f"create {ctr_id}: conmon did not report in {timeout:g}s") from exc
@@ -182,7 +190,8 @@ class OCIRuntime:
             await asyncio.shield(self._abort_create(ctr_id))
             raise
 
-    async def _spawn_conmon(self, argv: list[str], bundle: Path) -> int:
+    async def _spawn_conmon(self, argv: list[str], bundle: Path, ctr_id: str,
+                            pod_cgroup: str) -> int:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         start_read, start_write = os.pipe2(os.O_CLOEXEC)
         proc: asyncio.subprocess.Process | None = None
@@ -211,7 +220,7 @@ class OCIRuntime:
                 # On failure conmon is killed (below) before the start pipe closes: EOF
                 # would let it go on in the wrong cgroup.
                 try:
-                    self.place_monitor(proc.pid)
+                    await self.place_monitor(proc.pid, ctr_id, pod_cgroup)
                 except (OSError, CgroupError) as exc:
                     raise OCIRuntimeError(f"cannot move conmon into its cgroup: {exc}") from exc
             # conmon waits for this before it forks anything. A broken pipe means it is gone
@@ -250,7 +259,8 @@ class OCIRuntime:
         """One runc command, killed after ``runc_timeout`` (callers may cancel it sooner)."""
         try:
             async with asyncio.timeout(self.runc_timeout):
-                return await run_runc(self.runtime_path, self.runtime_root, args)
+                return await run_runc(self.runtime_path, self.runtime_root, args,
+                                      self.systemd_cgroup)
         except TimeoutError as exc:
             raise OCITimeout(f"runc {' '.join(args)}: no answer in {self.runc_timeout:g}s") from exc
 

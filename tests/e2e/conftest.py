@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cri.api import api_pb2_grpc
+from sandbox import cgroups
 from tests.e2e.containers import Pod, pods, pull, remove_all_images, start_registry
 from tests.e2e.helpers import Daemon, close_connections, need_root
 from tests.fixtures.registry import LocalRegistry
@@ -45,13 +46,14 @@ def pod_netns() -> set[str]:
 
 def session_leftovers(d: Daemon) -> list[str]:
     left = []
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        parent = hier / d.cgroup_parent.lstrip("/")
+    for parent in cgroups.pod_cgroup_dirs(d.cgroup_parent):
         if parent.is_dir() and any(p.is_dir() for p in parent.iterdir()):
             left.append(f"pod cgroups under {parent}")
-        monitors = hier / d.conmon_cgroup.lstrip("/") / "cgroup.procs"
-        if monitors.is_file() and monitors.read_text().strip():
-            left.append(f"processes in the conmon cgroup {monitors.parent}")
+    if d.conmon_cgroup.startswith("/"):  # with systemd, conmon scopes are in the pod slices
+        for monitors in cgroups.pod_cgroup_dirs(d.conmon_cgroup):
+            procs = monitors / "cgroup.procs"
+            if procs.is_file() and procs.read_text().strip():
+                left.append(f"processes in the conmon cgroup {monitors}")
     if str(d.base) in Path("/proc/self/mountinfo").read_text():
         left.append("mounts under the test dir")
     veths = subprocess.run(["ip", "-o", "link", "show", "master", d.bridge],

@@ -157,6 +157,25 @@ def pods(daemon: Daemon, tmp: Path, **kw: object) -> Iterator[Pod]:
 # --- helpers of the security and mount e2e tests ---------------------------------------------
 
 
+def sc(**kw: object) -> api_pb2.LinuxContainerSecurityContext:
+    """A container security context as the kubelet sends it: the container's own pid namespace
+    unless the test says otherwise, so /proc/1 is the container's main process."""
+    kw.setdefault("namespace_options",
+                  api_pb2.NamespaceOption(pid=api_pb2.NamespaceMode.CONTAINER))
+    return api_pb2.LinuxContainerSecurityContext(**kw)  # type: ignore[arg-type]
+
+
+def with_caps(add: list[str] | None = None, drop: list[str] | None = None, **kw: object
+              ) -> api_pb2.LinuxContainerSecurityContext:
+    return sc(capabilities=api_pb2.Capability(add_capabilities=add or [],
+                                              drop_capabilities=drop or []), **kw)
+
+
+def profile(kind: int, ref: str = "") -> api_pb2.SecurityProfile:
+    """A seccomp or AppArmor SecurityProfile."""
+    return api_pb2.SecurityProfile(profile_type=kind, localhost_ref=ref)  # type: ignore[arg-type]
+
+
 def start_pod(daemon: Daemon, tmp: Path, cfg: api_pb2.PodSandboxConfig) -> Pod:
     """``new_pod`` for a config the test built itself: nested fields (linux.security_context,
     dns_config) are not settable through ``pod_config`` keywords."""

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -23,6 +24,7 @@ from cri.api import api_pb2, api_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = Path("/usr/lib/cni")
+START_TIMEOUT = 180  # seconds a daemon may take to answer after it is started
 # Client connections to the streaming server opened by the running test (see connect()).
 _connections: list[socket.socket] = []
 
@@ -38,6 +40,44 @@ def connect(host: str | None, port: int | None, timeout: float) -> socket.socket
 def close_connections() -> None:
     while _connections:
         _connections.pop().close()
+
+
+class UnitProcess:
+    """The daemon run as a systemd service from the shipped unit (the node guest's runs): the
+    part of Popen the tests use, answered by systemctl."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.returncode: int | None = None
+
+    def _show(self, prop: str) -> str:
+        return subprocess.run(["systemctl", "show", "-p", prop, "--value", self.unit],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    @property
+    def pid(self) -> int:
+        return int(self._show("MainPID"))
+
+    def poll(self) -> int | None:
+        if self._show("ActiveState") in ("active", "activating", "reloading"):
+            return None
+        self.returncode = int(self._show("ExecMainStatus") or 0)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if sig == signal.SIGTERM:  # how systemd stops it: `systemctl stop`, KillMode and all
+            subprocess.run(["systemctl", "stop", "--no-block", self.unit], check=True)
+        else:
+            subprocess.run(["systemctl", "kill", "--kill-whom=main", f"--signal={int(sig)}",
+                            self.unit], check=True)
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.unit, timeout)
+            time.sleep(0.05)
+        return code
 
 
 def need_root() -> None:
@@ -65,12 +105,23 @@ class Daemon:
         self.ipam_dir = base / "ipam"
         self.plugin_dir = base / "plugins"  # test-only plugins, searched before the real ones
         self.plugin_dir.mkdir(parents=True)
-        self.cgroup_parent = f"/pycri-e2e-{tag}"
-        self.conmon_cgroup = f"/pycri-e2e-{tag}-conmon"
+        # The node guest runs the node-marked tests once per driver (hack/node/suite.sh).
+        self.cgroup_driver = os.environ.get("PYCRI_E2E_CGROUP_DRIVER", "cgroupfs")
+        if self.cgroup_driver == "systemd":
+            # Underscores, not dashes: a dash would nest the slice under "pycri.slice".
+            self.cgroup_parent = f"pycri_e2e_{tag}.slice"
+            self.conmon_cgroup = "pod"
+        else:
+            self.cgroup_parent = f"/pycri-e2e-{tag}"
+            self.conmon_cgroup = f"/pycri-e2e-{tag}-conmon"
         self.log = base / "daemon.log"
         self.config_path = base / "pycri.conf"
         self.registries_conf = base / "registries.conf"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | UnitProcess | None = None
+        # PYCRI_E2E_UNIT: a systemd unit file (contrib/systemd/pycri.service) the daemon runs
+        # under, as a node runs it; otherwise it is a child of the test run.
+        self.unit_file = os.environ.get("PYCRI_E2E_UNIT", "")
+        self.unit = f"pycri-e2e-{tag}.service"
         self.conf_dir.mkdir(parents=True)
         self.write_cni_config()
         self.config_path.write_text(
@@ -79,6 +130,7 @@ class Daemon:
             "[pycri.api]\n"
             f'listen = "{self.socket}"\n'
             "[pycri.runtime]\n"
+            f'cgroup_driver = "{self.cgroup_driver}"\n'
             f'default_cgroup_parent = "{self.cgroup_parent}"\n'
             f'conmon_cgroup = "{self.conmon_cgroup}"\n'
             "[pycri.image]\n"
@@ -122,22 +174,53 @@ class Daemon:
         (self.conf_dir / "10-e2e.conflist").write_text(json.dumps(conf))
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cri", "serve", "--config", str(self.config_path)],
-                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
+        proc = self.proc = self._start_unit() if self.unit_file else self.spawn()
+        # A bound, not a figure: under the node guest's software emulation importing grpc
+        # alone takes many seconds.
+        deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pycri exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"pycri exited with {proc.returncode}:\n{self.log_tail()}")
             try:
                 # ListPodSandbox, not Version: it answers only once recovery has finished.
                 self.runtime().ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=2)
                 return
             except grpc.RpcError:
                 time.sleep(0.05)
-        raise RuntimeError(f"pycri did not become ready:\n{self.log_tail()}")
+        self.stop(kill=True)  # not left running (and reported as a leaked subprocess)
+        raise RuntimeError(f"pycri did not become ready in {START_TIMEOUT} s:\n{self.log_tail()}")
+
+    def spawn(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """The daemon process, started with ``env`` added to this one's; not waited for."""
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cri", "serve", "--config", str(self.config_path)],
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        return self.proc
+
+    def _start_unit(self) -> UnitProcess:
+        """The shipped unit, with this daemon's command line, log and no automatic restart
+        (a test that kills the daemon starts it again itself)."""
+        units = Path("/run/systemd/system")
+        units.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.unit_file, units / self.unit)
+        dropin = units / f"{self.unit}.d"
+        dropin.mkdir(exist_ok=True)
+        (dropin / "e2e.conf").write_text(
+            "[Service]\nExecStart=\n"
+            f"ExecStart={sys.executable} -m cri serve --config {self.config_path}\n"
+            f"WorkingDirectory={REPO}\n"
+            f"StandardOutput=append:{self.log}\nStandardError=append:{self.log}\nRestart=no\n")
+        subprocess.run(["systemctl", "daemon-reload"], check=True)
+        subprocess.run(["systemctl", "reset-failed", self.unit], capture_output=True, check=False)
+        # Type=notify: this returns once pycri said READY=1, or fails when it exited first.
+        started = subprocess.run(["systemctl", "start", self.unit], capture_output=True,
+                                 text=True, check=False)
+        if started.returncode != 0:
+            raise RuntimeError(f"systemctl start {self.unit}: {started.stderr}\n{self.log_tail()}")
+        return UnitProcess(self.unit)
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:
@@ -157,11 +240,21 @@ class Daemon:
         a red run does not leave pause processes, netns and mounts on the machine."""
         self.remove_all_pods()
         self.stop()
+        if self.unit_file:
+            shutil.rmtree(Path("/run/systemd/system") / f"{self.unit}.d", ignore_errors=True)
+            (Path("/run/systemd/system") / self.unit).unlink(missing_ok=True)
+            subprocess.run(["systemctl", "reset-failed", self.unit], capture_output=True,
+                           check=False)
+            subprocess.run(["systemctl", "daemon-reload"], check=False)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
-        for hier in Path("/sys/fs/cgroup").iterdir():
-            for made in (self.cgroup_parent, self.conmon_cgroup):
-                with contextlib.suppress(OSError):
-                    (hier / made.lstrip("/")).rmdir()
+        if self.cgroup_driver == "systemd":
+            subprocess.run(["systemctl", "stop", self.cgroup_parent], capture_output=True,
+                           check=False)
+        else:
+            for hier in Path("/sys/fs/cgroup").iterdir():
+                for made in (self.cgroup_parent, self.conmon_cgroup):
+                    with contextlib.suppress(OSError):
+                        (hier / made.lstrip("/")).rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
 
     def remove_all_pods(self) -> None:
@@ -175,6 +268,12 @@ class Daemon:
                                       timeout=60)
                     rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod.id),
                                         timeout=60)
+
+    def pod_cgroup(self, uid: str) -> str:
+        """The cgroup this daemon gives a pod of ``uid`` that comes with no cgroup_parent."""
+        if self.cgroup_driver == "systemd":
+            return f"{self.cgroup_parent[:-len('.slice')]}-pod{uid.replace('-', '_')}.slice"
+        return f"{self.cgroup_parent}/pod{uid}"
 
     def wait_for_log(self, *texts: str, timeout: float = 30) -> bool:
         """True once any of ``texts`` is in the daemon's log (False at the timeout)."""
@@ -215,4 +314,25 @@ def pod_config(name: str | None = None, **kw: object) -> api_pb2.PodSandboxConfi
             setattr(cfg, key, value)
     return cfg
 
+
+@contextlib.contextmanager
+def swap_file(mib: int = 256) -> Iterator[str]:
+    """Swap on for the block: a file under /var/tmp, always switched off and removed. Yields
+    swapon's complaint ("" when it worked): some filesystems cannot swap."""
+    swapfile = Path(f"/var/tmp/pycri-e2e-swap-{uuid.uuid4().hex[:8]}")
+    try:
+        # dd, not fallocate: swapon refuses files with unwritten extents on some filesystems.
+        subprocess.run(["dd", "if=/dev/zero", f"of={swapfile}", "bs=1M", f"count={mib}"],
+                       check=True, capture_output=True)
+        swapfile.chmod(0o600)
+        subprocess.run(["mkswap", str(swapfile)], check=True, capture_output=True)
+        on = subprocess.run(["swapon", str(swapfile)], capture_output=True, text=True)
+        try:
+            if on.returncode == 0:
+                assert str(swapfile) in Path("/proc/swaps").read_text()
+            yield on.stderr.strip() if on.returncode else ""
+        finally:
+            subprocess.run(["swapoff", str(swapfile)], check=False, capture_output=True)
+    finally:
+        swapfile.unlink(missing_ok=True)
 

@@ -62,8 +62,10 @@ def alive(pid: int) -> bool:
 def test_running_container_keeps_running_across_a_restart(pod: Pod, kill: bool) -> None:
     ctr = pod.run("ticker", ["sh", "-c", TICKER])
     pid = container_pid(pod, ctr)
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     wait_for_log(pod, ctr, "tick 2")
+    # Read once it ticks: right after StartContainer it may still be "runc init" (runc start
+    # returns before the container's process has exec'd).
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     pod.daemon.restart(kill=kill)
     last_before = max(ticks(pod, ctr))
     # The same process, untouched.

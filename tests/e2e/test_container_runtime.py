@@ -12,7 +12,6 @@ import random
 import re
 import subprocess
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from tests.e2e.containers import (
     wait_for_log,
     wait_until,
 )
-from tests.e2e.helpers import Daemon
+from tests.e2e.helpers import Daemon, swap_file
 from tests.fixtures.images import runnable_busybox_layers
 from tests.fixtures.registry import LocalRegistry
 
@@ -229,27 +228,14 @@ def test_reopen_log_of_exited_container_is_refused(pod: Pod) -> None:
 
 
 @pytest.fixture
-def host_swap(daemon: Daemon) -> Iterator[Path]:
+def host_swap(daemon: Daemon) -> Iterator[None]:
     """256 MiB of swap on the host for the test's duration; always removed."""
     if not (MEMCG / "memory.memsw.limit_in_bytes").exists():
         pytest.skip("needs cgroup v1 memory with swap accounting")
-    swapfile = Path(f"/var/tmp/pycri-e2e-swap-{uuid.uuid4().hex[:8]}")
-    try:
-        # dd, not fallocate: swapon refuses files with unwritten extents on some filesystems.
-        subprocess.run(["dd", "if=/dev/zero", f"of={swapfile}", "bs=1M", "count=256"],
-                       check=True, capture_output=True)
-        swapfile.chmod(0o600)
-        subprocess.run(["mkswap", str(swapfile)], check=True, capture_output=True)
-        on = subprocess.run(["swapon", str(swapfile)], capture_output=True, text=True)
-        if on.returncode != 0:
-            pytest.skip(f"swapon not possible here: {on.stderr.strip()}")
-        try:
-            assert str(swapfile) in Path("/proc/swaps").read_text()
-            yield swapfile
-        finally:
-            subprocess.run(["swapoff", str(swapfile)], check=False, capture_output=True)
-    finally:
-        swapfile.unlink(missing_ok=True)
+    with swap_file() as refused:
+        if refused:
+            pytest.skip(f"swapon not possible here: {refused}")
+        yield
 
 
 @pytest.mark.parametrize("swap", [False, True], ids=["no-swap", "host-swap"])

@@ -21,10 +21,13 @@ from tests.e2e.containers import (
     exec_ok,
     privileged_pod_config,
     proc_status,
+    profile,
     pull,
     push_configured_image,
     remove_pod,
+    sc,
     start_pod,
+    with_caps,
 )
 from tests.e2e.helpers import Daemon
 from tests.fixtures.images import runnable_busybox_layers, tar_layer
@@ -66,21 +69,9 @@ def daemon_bounding_set(daemon: Daemon) -> int:
     raise AssertionError("daemon has no CapBnd")
 
 
-def sc(**kw: object) -> SC:
-    """A container security context as the kubelet sends it: the container's own pid namespace
-    unless the test says otherwise, so /proc/1 is the container's main process."""
-    kw.setdefault("namespace_options", api_pb2.NamespaceOption(pid=NS.CONTAINER))
-    return SC(**kw)  # type: ignore[arg-type]
-
-
 def run(pod: Pod, name: str, command: list[str] | None = None, **kw: object) -> str:
     kw.setdefault("security", sc())
     return pod.run(name, command or SLEEP, **kw)
-
-
-def with_caps(add: list[str] | None = None, drop: list[str] | None = None, **kw: object) -> SC:
-    return sc(capabilities=api_pb2.Capability(add_capabilities=add or [],
-                                              drop_capabilities=drop or []), **kw)
 
 
 # Localhost profiles in the docker format critest writes too.
@@ -88,10 +79,6 @@ BLOCK_CHMOD = {"defaultAction": "SCMP_ACT_ALLOW",
                "syscalls": [{"names": ["chmod", "fchmod", "fchmodat"], "action": "SCMP_ACT_ERRNO"}]}
 BLOCK_HOSTNAME = {"defaultAction": "SCMP_ACT_ALLOW",
                   "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO"}]}
-
-
-def profile(kind: int, ref: str = "") -> api_pb2.SecurityProfile:
-    return api_pb2.SecurityProfile(profile_type=kind, localhost_ref=ref)  # type: ignore[arg-type]
 
 
 # --- capabilities ---------------------------------------------------------------------------

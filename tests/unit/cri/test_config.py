@@ -13,7 +13,7 @@ def test_rendered_default_config_parses_back_to_the_defaults(tmp_path: Path) -> 
     text = config.render()
     assert tomllib.loads(text)  # valid TOML
     for key in ("root", "runroot", "log_level", "listen", "stream_address", "stream_port",
-                "runtime_path", "conmon_path", "cgroup_driver", "default_sysctls",
+                "runtime_path", "conmon_path", "cgroup_driver", "default_sysctls", "apparmor_profile",
                 "pause_image", "registries_conf", "conf_dir", "plugin_dirs"):
         assert f"\n{key} = " in text, key
     path = tmp_path / "pycri.conf"
@@ -55,11 +55,19 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.api]\nstream_tls_cert = "c.pem"\nstream_tls_key = "/k.pem"\n',
          "pycri.api.stream_tls_cert"),
         ('[pycri]\nlog_level = "loud"\n', "pycri.log_level"),
-        ('[pycri.runtime]\ncgroup_driver = "systemd"\n', "pycri.runtime.cgroup_driver"),
+        ('[pycri.runtime]\ncgroup_driver = "cgroupv2"\n', "pycri.runtime.cgroup_driver"),
+        ('[pycri.runtime]\ncgroup_driver = "systemd"\ndefault_cgroup_parent = "/pycri"\n',
+         "pycri.runtime.default_cgroup_parent"),
+        ('[pycri.runtime]\ndefault_cgroup_parent = "pycri.slice"\n',
+         "pycri.runtime.default_cgroup_parent"),
+        ('[pycri.runtime]\ncgroup_driver = "systemd"\nconmon_cgroup = "/pycri-conmon"\n',
+         "pycri.runtime.conmon_cgroup"),
         ('[pycri.network]\nplugin_dirs = "/x"\n', "pycri.network.plugin_dirs"),
         ('[pycri.runtime]\ndefault_sysctls = ["novalue"]\n', "pycri.runtime.default_sysctls"),
         ('[pycri.runtime]\npids_limit = -1\n', "pycri.runtime.pids_limit"),
         ('[pycri.runtime]\nconmon_cgroup = "conmon"\n', "pycri.runtime.conmon_cgroup"),
+        ('[pycri.runtime]\napparmor_profile = ""\n', "pycri.runtime.apparmor_profile"),
+        ('[pycri.runtime]\napparmor_profile = "my profile"\n', "pycri.runtime.apparmor_profile"),
         ('[pycri.network]\nmasquerade_cidrs = ["10.85.0.1/16"]\n',
          "pycri.network.masquerade_cidrs"),
         ('[pycri.network]\nmasquerade_cidrs = ["pods"]\n', "pycri.network.masquerade_cidrs"),

@@ -165,47 +165,51 @@ def test_working_dir_other_spellings_of_the_fd_table_are_refused(cwd: str) -> No
 
 def test_resources_memory_limit_turns_swap_off_on_v1_and_v2() -> None:
     res = api_pb2.LinuxContainerResources(memory_limit_in_bytes=256 << 20)
-    assert resources(res, v1_host=True)["memory"] == {
+    assert resources(res, v1_host=True, hugetlb=True)["memory"] == {
         "limit": 256 << 20, "swap": 256 << 20, "swappiness": 0}
-    assert resources(res, v1_host=False)["memory"] == {"limit": 256 << 20, "swap": 256 << 20}
+    assert resources(res, v1_host=False, hugetlb=True)["memory"] == {"limit": 256 << 20, "swap": 256 << 20}
 
 
 def test_resources_without_limit() -> None:
     empty = api_pb2.LinuxContainerResources()
-    assert resources(empty, v1_host=True) == {"memory": {"swappiness": 0}}
-    assert resources(empty, v1_host=False) == {}
+    assert resources(empty, v1_host=True, hugetlb=True) == {"memory": {"swappiness": 0}}
+    # v2: swap off for the container itself too, as a value runc hands systemd as well.
+    assert resources(empty, v1_host=False, hugetlb=True) == {"unified": {"memory.swap.max": "0"}}
 
 
 def test_resources_cpu() -> None:
     res = api_pb2.LinuxContainerResources(cpu_shares=512, cpu_quota=50000, cpu_period=100000,
                                           cpuset_cpus="0-1", cpuset_mems="0")
-    assert resources(res, v1_host=False)["cpu"] == {
+    assert resources(res, v1_host=False, hugetlb=True)["cpu"] == {
         "shares": 512, "quota": 50000, "period": 100000, "cpus": "0-1", "mems": "0"}
-    assert "cpu" not in resources(api_pb2.LinuxContainerResources(), v1_host=False)
+    assert "cpu" not in resources(api_pb2.LinuxContainerResources(), v1_host=False, hugetlb=True)
 
 
 def test_resources_negative_memory_limit_is_refused() -> None:
     for v1 in (True, False):
         with pytest.raises(InvalidArgument, match="negative"):
-            resources(api_pb2.LinuxContainerResources(memory_limit_in_bytes=-1), v1_host=v1)
+            resources(api_pb2.LinuxContainerResources(memory_limit_in_bytes=-1), v1_host=v1, hugetlb=True)
 
 
 def test_resources_unified() -> None:
     res = api_pb2.LinuxContainerResources(unified={"memory.high": "1000000", "pids.max": "10"})
     with pytest.raises(InvalidArgument, match="v2"):
-        resources(res, v1_host=True)
-    assert resources(res, v1_host=False)["unified"] == {
+        resources(res, v1_host=True, hugetlb=True)
+    assert resources(res, v1_host=False, hugetlb=True)["unified"] == {
         "memory.high": "1000000", "pids.max": "10", "memory.swap.max": "0"}
     explicit = api_pb2.LinuxContainerResources(unified={"memory.swap.max": "max"})
-    assert resources(explicit, v1_host=False)["unified"] == {"memory.swap.max": "max"}
+    assert resources(explicit, v1_host=False, hugetlb=True)["unified"] == {"memory.swap.max": "max"}
 
 
 def test_resources_hugepages() -> None:
     res = api_pb2.LinuxContainerResources(hugepage_limits=[
         api_pb2.HugepageLimit(page_size="2MB", limit=4 << 20),
         api_pb2.HugepageLimit(page_size="1GB", limit=0)])
-    assert resources(res, v1_host=False)["hugepageLimits"] == [
+    assert resources(res, v1_host=False, hugetlb=True)["hugepageLimits"] == [
         {"pageSize": "2MB", "limit": 4 << 20}, {"pageSize": "1GB", "limit": 0}]
+    # Where the controller does not reach the container's cgroup (a v1 host without the
+    # hierarchy, a systemd slice) runc would fail the create on them: they are left out.
+    assert "hugepageLimits" not in resources(res, v1_host=False, hugetlb=False)
 
 
 # --- CRI mounts ------------------------------------------------------------------------------
@@ -339,7 +343,7 @@ def inputs(run_dir: Path, config: api_pb2.ContainerConfig, pod: Sandbox | None =
         image=ImageConfig(entrypoint=("/bin/sh",), cmd=("-c", "sleep 1"), env=("IMG=1",),
                           working_dir="/srv"),
         identity=IDENTITY, rootfs=run_dir / "rootfs", cgroup_path="/kubepods/poduid/ctr0123",
-        pid_ns_path=None, host_pid=False, image_mounts={}, v1_host=True,
+        pid_ns_path=None, host_pid=False, image_mounts={}, v1_host=True, hugetlb=True,
     )
     kwargs.update(overrides)
     return SpecInputs(**kwargs)
@@ -600,3 +604,9 @@ def test_pids_limit_only_when_configured(run_dir: Path) -> None:
     assert "pids" not in container_spec(inputs(run_dir, config))["linux"]["resources"]
     spec = container_spec(inputs(run_dir, config, pids_limit=1024))
     assert spec["linux"]["resources"]["pids"] == {"limit": 1024}
+
+
+def test_spec_apparmor_profile_goes_to_the_process(run_dir: Path) -> None:
+    spec = container_spec(inputs(run_dir, cfg(), apparmor_profile="pycri-default"))
+    assert spec["process"]["apparmorProfile"] == "pycri-default"
+    assert "apparmorProfile" not in container_spec(inputs(run_dir, cfg()))["process"]

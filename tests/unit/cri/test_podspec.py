@@ -5,7 +5,19 @@ import pytest
 from cri.api import api_pb2
 from cri.config import PycriConfig
 from cri.errors import InvalidArgument, Unimplemented
-from cri.runtime.podspec import plan
+from cri.runtime.daemon import make_driver
+from cri.runtime.podspec import PodPlan
+from cri.runtime.podspec import plan as _plan
+
+
+def plan(conf: PycriConfig, c: api_pb2.PodSandboxConfig) -> PodPlan:
+    return _plan(conf, make_driver(conf), c)
+
+
+def systemd() -> PycriConfig:
+    conf = PycriConfig()
+    conf.runtime.cgroup_driver = "systemd"
+    return conf
 
 
 def cfg(**kw: object) -> api_pb2.PodSandboxConfig:
@@ -31,6 +43,31 @@ def test_kubelet_cgroup_parent_memory_limit_and_overhead() -> None:
     p = plan(PycriConfig(), c)
     assert p.cgroup_parent == "/kubepods/burstable/podu1"
     assert p.memory_limit == 110 << 20
+
+
+def test_systemd_driver_pods_are_slices() -> None:
+    c = cfg()
+    c.metadata.uid = "6f1c-42"
+    # Dashes nest slices: the kubelet writes a uid's as underscores, and so does pycri.
+    assert plan(systemd(), c).cgroup_parent == "pycri-pod6f1c_42.slice"
+    c.linux.cgroup_parent = "kubepods-besteffort-pod6f1c_42.slice"
+    assert plan(systemd(), c).cgroup_parent == "kubepods-besteffort-pod6f1c_42.slice"
+
+
+@pytest.mark.parametrize(("driver", "parent", "message"), [
+    ("systemd", "/kubepods/burstable/podu1", "not a systemd slice, but pycri runs the systemd"),
+    ("systemd", "kubepods--x.slice", "not a valid systemd slice name"),
+    ("systemd", "-.slice", "not a valid systemd slice name"),
+    ("systemd", "kubepods.slice:pycri:x", "not a systemd slice"),
+    ("cgroupfs", "kubepods-besteffort.slice", "is a systemd slice, but pycri runs the cgroupfs"),
+])
+def test_a_cgroup_parent_of_the_other_driver_names_both(driver: str, parent: str,
+                                                         message: str) -> None:
+    conf = systemd() if driver == "systemd" else PycriConfig()
+    c = cfg()
+    c.linux.cgroup_parent = parent
+    with pytest.raises(InvalidArgument, match=message):
+        plan(conf, c)
 
 
 def test_default_sysctls_merge_and_pod_wins() -> None:

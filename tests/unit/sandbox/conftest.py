@@ -1,8 +1,10 @@
 """A fake cgroupfs kernel for the cgroup driver tests.
 
 Real cgroupfs fills a new directory with control files, lets rmdir take a directory that lists
-them, and gives some files semantics (subtree_control, memsw >= limit). ``FakeKernel`` plays
-that part over a tmp_path tree and records every write so tests can check values and order.
+them, and gives some files semantics (subtree_control, memsw >= limit, and v2's rule that a
+cgroup other than the root holds either processes or controllers for its children, never
+both). ``FakeKernel`` plays that part over a tmp_path tree and records every write so tests can
+check values and order.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ V2_FILES: dict[str, dict[str, str]] = {
     "memory": {"memory.max": "max", "memory.swap.max": "max", "memory.current": "0"},
     "pids": {"pids.max": "max"},
 }
+
+
+def _words(path: Path) -> list[str]:
+    return path.read_text().split()
 
 
 def _fill(directory: Path, files: dict[str, str]) -> None:
@@ -106,6 +112,9 @@ class FakeKernel(KernelFs):
             self._subtree_control(path, value)
             return
         if path.name == "cgroup.procs":
+            if self._v2_inner(path.parent) and _words(path.parent / "cgroup.subtree_control"):
+                # v2 "no internal processes": a cgroup that delegates controllers takes no pid.
+                raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
             procs = path.read_text().split()
             path.write_text("\n".join([*procs, value]) + "\n")
             return
@@ -124,22 +133,46 @@ class FakeKernel(KernelFs):
         if new_memsw < new_limit:
             raise OSError(errno.EINVAL, "memsw below limit", str(path))
 
+    def _v2_inner(self, cgroup: Path) -> bool:
+        """A cgroup2 directory below its hierarchy's root (v2, or the hybrid unified mount)."""
+        if not (cgroup / "cgroup.subtree_control").exists():
+            return False
+        return cgroup != self.root if self.version == 2 else cgroup.parent != self.root
+
     def _subtree_control(self, path: Path, value: str) -> None:
-        available = (path.parent / "cgroup.controllers").read_text().split()
+        cgroup = path.parent
+        available = (cgroup / "cgroup.controllers").read_text().split()
         enabled = path.read_text().split()
+        children = [c for c in cgroup.iterdir() if c.is_dir()]
         for token in value.split():
             name = token[1:]
             if token[0] == "+":
                 if name not in available:
                     raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+                if self._v2_inner(cgroup) and (cgroup / "cgroup.procs").read_text().split():
+                    raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
                 if name not in enabled:
                     enabled.append(name)
-                    for child in path.parent.iterdir():
-                        if child.is_dir():
-                            _fill(child, self._v2_controller_files(name))
+                    for child in children:
+                        _fill(child, self._v2_controller_files(name))
             elif name in enabled:
+                if any(name in (c / "cgroup.subtree_control").read_text().split()
+                       for c in children):
+                    raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
                 enabled.remove(name)
+                for child in children:
+                    for file in self._v2_controller_files(name):
+                        (child / file).unlink(missing_ok=True)
+        for child in children:
+            (child / "cgroup.controllers").write_text(" ".join(enabled) + "\n")
         path.write_text(" ".join(enabled) + "\n")
+
+    def _v2_inner(self, cgroup: Path) -> bool:
+        """A cgroup2 directory below its hierarchy's root (v2, or the hybrid unified mount):
+        the kernel lets only a root hold processes and delegate controllers at once."""
+        if not (cgroup / "cgroup.subtree_control").exists():
+            return False
+        return cgroup != self.root if self.version == 2 else cgroup.parent != self.root
 
     # --- helpers for tests ---------------------------------------------------------------
     def put_pid(self, cgroup_dir: Path, pid: int) -> None:

@@ -482,8 +482,12 @@ def test_real_cgroup2_stats_of_a_process() -> None:
     proc: subprocess.Popen[bytes] | None = None
     try:
         cgroups.create_pod_cgroup(pod, root=UNIFIED)
-        proc = _run_in_cgroup(pod, UNIFIED)
-        stats = read_stats(pod, root=UNIFIED)
+        # The process goes into a leaf, as a container does: a pod cgroup that enables
+        # controllers for its children may hold no process itself (v2).
+        leaf = f"{pod}/ctr"
+        (UNIFIED / leaf.lstrip("/")).mkdir()
+        proc = _run_in_cgroup(leaf, UNIFIED)
+        stats = read_stats(leaf, root=UNIFIED)
         assert stats is not None
         assert stats.cpu_usage_ns is not None and stats.cpu_usage_ns > 0
         assert (stats.pids, stats.threads) == (1, 1)

@@ -191,7 +191,8 @@ def test_half_made_pod_is_not_reported_as_existing(cgroup_v1: Any) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "kubepods.slice",
+        "kubepods.slice:pycri",
+        "kubepods--x.slice",
         "relative/pod",
         "/",
         "",
@@ -244,6 +245,15 @@ def test_remove_refuses_while_processes_are_inside(cgroup_v1: Any) -> None:
     assert all(d.is_dir() for d in ctr)
     assert cgroups.list_pids(POD, root=fake.root, fs=fake) == [4242, 4243]
     assert cgroups.list_pids(POD, root=fake.root, fs=fake, recursive=False) == [4243]
+
+
+def test_a_leaf_cgroup_is_made_in_every_hierarchy(cgroup_v1: Any) -> None:
+    fake = cgroup_v1()
+    assert cgroups.create_leaf_cgroup("/pycri-conmon", root=fake.root, fs=fake) is True
+    cgroups.add_pid("/pycri-conmon", 77, root=fake.root, fs=fake)
+    assert cgroups.list_pids("/pycri-conmon", root=fake.root, fs=fake) == [77]
+    dirs = cgroups.pod_cgroup_dirs("/pycri-conmon", root=fake.root)
+    assert dirs and all((d / "cgroup.procs").read_text().split() == ["77"] for d in dirs)
 
 
 def test_add_pid_writes_every_hierarchy(cgroup_v1: Any) -> None:

@@ -32,7 +32,9 @@ def test_detect_v2(cgroup_v2: Any) -> None:
 def test_create_delegates_controllers_down_to_the_pod(cgroup_v2: Any) -> None:
     fake = cgroup_v2()
     assert cgroups.create_pod_cgroup(POD, GiB, root=fake.root, fs=fake) is True
-    wanted = {"cpu", "cpuset", "io", "memory", "pids"}  # not hugetlb
+    # hugetlb too: the kubelet sends a limit for every page size, and runc fails the create
+    # on one whose file the container's cgroup lacks.
+    wanted = {"cpu", "cpuset", "hugetlb", "io", "memory", "pids"}
     for d in (
         fake.root,
         fake.root / "kubepods",
@@ -150,6 +152,51 @@ def test_remove_refuses_with_processes(cgroup_v2: Any) -> None:
     assert not (fake.root / POD[1:]).exists()
 
 
+CONMON = "/pycri-conmon"
+
+
+def test_a_process_cannot_join_a_cgroup_that_delegates_controllers(cgroup_v2: Any) -> None:
+    # What the first RunPodSandbox met on a v2 node while the conmon cgroup was made like a
+    # pod's: the kernel's "no internal processes" rule (played by the fake).
+    fake = cgroup_v2()
+    cgroups.create_pod_cgroup(CONMON, root=fake.root, fs=fake)
+    with pytest.raises(CgroupError, match=r"cannot move pid 421 into .*Device or resource busy"):
+        cgroups.add_pid(CONMON, 421, root=fake.root, fs=fake)
+
+
+@pytest.mark.parametrize("path", [CONMON, "/system.slice/pycri-conmon"])
+def test_a_leaf_cgroup_takes_processes_and_accounts_them(cgroup_v2: Any, path: str) -> None:
+    fake = cgroup_v2()
+    assert cgroups.create_leaf_cgroup(path, root=fake.root, fs=fake) is True
+    leaf = fake.root / path[1:]
+    assert _enabled(leaf) == set()
+    # Its parent delegates the controllers: conmon's memory and pids are still accounted.
+    assert _enabled(leaf.parent) == {"cpu", "cpuset", "hugetlb", "io", "memory", "pids"}
+    assert (leaf / "memory.current").exists() and (leaf / "pids.max").exists()
+    cgroups.add_pid(path, 421, root=fake.root, fs=fake)
+    cgroups.add_pid(path, 422, root=fake.root, fs=fake)
+    assert cgroups.list_pids(path, root=fake.root, fs=fake) == [421, 422]
+    # Made once and kept across daemon restarts, with its conmons inside.
+    assert cgroups.create_leaf_cgroup(path, root=fake.root, fs=fake) is False
+
+
+def test_an_older_pycri_conmon_cgroup_becomes_a_leaf(cgroup_v2: Any) -> None:
+    fake = cgroup_v2()
+    cgroups.create_pod_cgroup(CONMON, root=fake.root, fs=fake)  # as pycri made it before
+    assert _enabled(fake.root / CONMON[1:])
+    assert cgroups.create_leaf_cgroup(CONMON, root=fake.root, fs=fake) is False
+    assert _enabled(fake.root / CONMON[1:]) == set()
+    cgroups.add_pid(CONMON, 421, root=fake.root, fs=fake)
+
+
+def test_a_conmon_cgroup_with_children_using_its_controllers_is_refused(cgroup_v2: Any) -> None:
+    fake = cgroup_v2()
+    cgroups.create_pod_cgroup(CONMON + "/child", root=fake.root, fs=fake)
+    with pytest.raises(CgroupError, match=r"enables .*memory.* for its child cgroups \(child\)"):
+        cgroups.create_leaf_cgroup(CONMON, root=fake.root, fs=fake)
+    assert (fake.root / CONMON[1:] / "child").is_dir()  # not ours to remove
+
+
 # --- a real cgroup2 mount: the hybrid host's controller-less one is enough for the tree ops ---
 
 UNIFIED = Path("/sys/fs/cgroup/unified")
@@ -169,7 +216,7 @@ def test_real_cgroup2_tree_lifecycle() -> None:
     sleeper: subprocess.Popen[bytes] | None = None
     try:
         assert cgroups.create_pod_cgroup(pod, root=UNIFIED) is True
-        assert cgroups.create_pod_cgroup(ctr, root=UNIFIED) is True
+        assert cgroups.create_leaf_cgroup(ctr, root=UNIFIED) is True
         sleeper = subprocess.Popen(["sleep", "300"])
         cgroups.add_pid(ctr, sleeper.pid, root=UNIFIED)
         assert f"0::{ctr}\n" in Path(f"/proc/{sleeper.pid}/cgroup").read_text()
@@ -187,3 +234,11 @@ def test_real_cgroup2_tree_lifecycle() -> None:
             if d.is_dir():
                 d.rmdir()
     assert not (UNIFIED / top[1:]).exists()
+
+
+def test_child_controllers_are_what_the_pod_enables_for_its_containers(cgroup_v2: Any) -> None:
+    fake = cgroup_v2()
+    cgroups.create_pod_cgroup(POD, root=fake.root, fs=fake)
+    assert cgroups.child_controllers(POD, root=fake.root, fs=fake) == {
+        "cpu", "cpuset", "hugetlb", "io", "memory", "pids"}
+    assert cgroups.child_controllers("/kubepods/gone", root=fake.root, fs=fake) == frozenset()

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -157,6 +158,11 @@ def check_created_infra(pid: int, env: Env, ctr_id: str, netns: Path) -> None:
 
 
 def check_running_pause(pid: int) -> None:
+    # runc start returns once it has released runc init to exec the process, which may not
+    # have happened yet: the pid can still be "runc init" for a moment.
+    deadline = time.monotonic() + WAIT
+    while os.readlink(f"/proc/{pid}/exe") != "/pause" and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"/pause\0-P\0"
     assert os.readlink(f"/proc/{pid}/exe") == "/pause"
 
@@ -291,8 +297,9 @@ def test_conmon_is_placed_before_it_starts_anything(env: Env, wait_exit: WaitExi
     cgroups.create_pod_cgroup(monitors)
     children_at_placing: list[str] = []
 
-    def place(pid: int) -> None:
-        children_at_placing.append(Path(f"/proc/{pid}/task/{pid}/children").read_text())
+    async def place(pid: int, placed_id: str, pod_cgroup: str) -> None:
+        assert placed_id == ctr_id
+        children_at_placing.append(Path(f"/proc/{pid}/task/{pid}/children").read_text())  # noqa: ASYNC240
         cgroups.add_pid(monitors, pid)
 
     env.runtime.place_monitor = place
@@ -314,7 +321,7 @@ def test_conmon_is_placed_before_it_starts_anything(env: Env, wait_exit: WaitExi
 def test_conmon_that_cannot_be_placed_never_runs(env: Env, is_gone: Gone) -> None:
     spawned: list[int] = []
 
-    def refuse(pid: int) -> None:
+    async def refuse(pid: int, placed_id: str, pod_cgroup: str) -> None:
         spawned.append(pid)
         raise CgroupError(f"cannot move pid {pid}: no such cgroup")
 
@@ -409,6 +416,7 @@ def test_conmon_and_container_survive_daemon_sigkill(
         assert state is not None and state["status"] == "running" and state["pid"] == pid
         conmon = rt.conmon_pid(ctr_id)
         assert conmon is not None and not is_gone(conmon)
+        check_running_pause(pid)  # a SIGTERM to "runc init" would not be catatonit's clean exit
         watcher = ExitWatcher(rt.exits_dir, on_exit)
         watcher.start()
         try:
