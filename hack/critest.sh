@@ -146,6 +146,8 @@ conmon_cgroup=/pycri-critest-$tag-conmon
 sock=$base/run/pycri.sock
 daemon_pid=""
 critest_pid=""
+driver=${PYCRI_CRITEST_CGROUP_DRIVER:-}
+units_before=""  # systemd_units before the daemon started
 registry_dir=$base/registry
 mkdir -p "$base/cni" "$base/tmp" "$registry_dir" "$repo/.cache/critest/last"
 
@@ -163,6 +165,17 @@ cgroup_dirs() {  # every cgroup dir this run made: each v1 hierarchy, or the v2 
   for name in "$cgroup_parent" "$conmon_cgroup"; do
     for dir in /sys/fs/cgroup"$name" /sys/fs/cgroup/*"$name"; do
       [ -d "$dir" ] && echo "$dir"
+    done
+  done
+  return 0
+}
+
+systemd_units() {  # the slices pods go to with the systemd driver, and the units in them
+  for slice in pycri.slice test.slice; do
+    [ -d "/sys/fs/cgroup/$slice" ] || continue
+    echo "$slice"
+    for dir in "/sys/fs/cgroup/$slice"/*/; do
+      [ -d "$dir" ] && basename "$dir"
     done
   done
   return 0
@@ -206,6 +219,15 @@ cleanup() {
     [ -n "$(find "$dir" -mindepth 1 -type d)" ] && leaked "cgroups under $dir"
     find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || leaked "cgroup $dir (busy)"
   done
+  # The systemd driver's pod slices and scopes: in the daemon's default pycri.slice, or in
+  # critest's own test.slice (its pods' cgroup_parent with that driver). Others may use them
+  # too: only what was not there before the run counts, and is stopped.
+  if [ "$driver" = systemd ]; then
+    for unit in $(systemd_units); do
+      case " $units_before " in *" $unit "*) continue ;; esac
+      leaked "systemd unit $unit"; systemctl stop "$unit" 2>/dev/null || true
+    done
+  fi
   for ns in $(ls /var/run/netns 2>/dev/null | grep '^pycri-' || true); do
     if grep -q "${ns#pycri-}" "$base/daemon.log" 2>/dev/null; then
       leaked "netns $ns"; ip netns del "$ns" 2>/dev/null || true
@@ -224,7 +246,7 @@ cleanup() {
   if [ "$leaks" = 0 ]; then
     say "cleaned up: nothing left behind"
   else
-    say "$leaks kinds of leftovers (removed now)"
+    say "$leaks left-overs found (removed now)"
   fi
 }
 trap cleanup EXIT
@@ -259,7 +281,6 @@ cat >"$base/cni/10-critest.conflist" <<EOF
 }
 EOF
 
-driver=${PYCRI_CRITEST_CGROUP_DRIVER:-}
 {
   echo "[pycri]"
   echo "root = \"$base/root\""
@@ -288,6 +309,7 @@ driver=${PYCRI_CRITEST_CGROUP_DRIVER:-}
 printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n' "$sock" "$sock" \
   >"$base/crictl.yaml"
 
+units_before=$(systemd_units | tr '\n' ' ')
 setsid "$python" -m cri serve --config "$base/pycri.conf" >"$base/daemon.log" 2>&1 </dev/null &
 daemon_pid=$!
 i=0
