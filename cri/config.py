@@ -72,7 +72,7 @@ class RuntimeConfig:
         "cgroupfs",
         'Cgroup driver, as the kubelet\'s cgroupDriver: "cgroupfs" (pycri writes the cgroup tree) '
         'or "systemd" (pods are slices, containers scopes, made through systemd over D-Bus; '
-        "needs systemd as PID 1 and cgroup v2). The kubelet must use the same one.",
+        "needs systemd as PID 1; proven on cgroup v2). The kubelet must use the same one.",
     )
     default_cgroup_parent: str = _opt(
         "",
