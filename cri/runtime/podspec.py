@@ -58,10 +58,7 @@ def _cgroup_parent(cfg: Config, driver: CgroupDriver, linux: api_pb2.LinuxPodSan
     try:
         if not linux.cgroup_parent:
             return driver.pod_cgroup(cfg.runtime.cgroup_parent(), uid)
-        parent = linux.cgroup_parent
-        if parent.startswith("/"):  # one form of a path: no empty components or trailing '/'
-            parent = "/" + "/".join(p for p in parent.split("/") if p)
-        driver.check(parent)
+        parent = driver.normalize(linux.cgroup_parent)
     except CgroupError as exc:
         raise InvalidArgument(f"cgroup_parent: {exc}") from exc
     return parent

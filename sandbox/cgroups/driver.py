@@ -39,8 +39,13 @@ class CgroupDriver(Protocol):
     def pod_cgroup(self, parent: str, uid: str) -> str:
         """The cgroup of a pod with ``uid`` whose parent is ``parent`` (checked)."""
 
-    def check(self, path: str) -> None:
-        """CgroupError unless ``path`` is a pod cgroup this driver can manage."""
+    def normalize(self, parent: str) -> str:
+        """A client's cgroup_parent in this driver's one form; CgroupError unless it is a
+        cgroup this driver can manage."""
+
+    def pod_cgroup_in(self, given: str, uid: str) -> str:
+        """The cgroup of pod ``uid`` whose client sent cgroup_parent ``given`` (normalized):
+        ``given`` itself, or one of the pod's own below it."""
 
     def container_cgroup(self, pod: str, ctr_id: str) -> str:
         """The OCI ``linux.cgroupsPath`` of a container of pod cgroup ``pod``."""
@@ -71,11 +76,18 @@ class CgroupfsDriver:
     def pod_cgroup(self, parent: str, uid: str) -> str:
         return f"{parent.rstrip('/')}/pod{uid}"
 
-    def check(self, path: str) -> None:
-        if units.is_unit_form(path):
-            raise CgroupError(f"{path!r} is a systemd slice, but pycri runs the cgroupfs driver "
-                              "(a cgroupfs path like /kubepods/pod<uid> fits it)")
+    def normalize(self, parent: str) -> str:
+        if units.is_unit_form(parent) or parent.rstrip("/").endswith(".slice"):
+            raise CgroupError(f"{parent!r} is a systemd slice, but pycri runs the cgroupfs "
+                              "driver (a cgroupfs path like /kubepods/pod<uid> fits it)")
+        path = "/" + "/".join(p for p in parent.split("/") if p) if parent.startswith("/") \
+            else parent
         parse_path(path)
+        return path
+
+    def pod_cgroup_in(self, given: str, uid: str) -> str:
+        # The kubelet's cgroupfs manager makes the pod's own cgroup and sends it.
+        return given
 
     def container_cgroup(self, pod: str, ctr_id: str) -> str:
         return cgroups.container_cgroup_path(pod, ctr_id, CONTAINER_PREFIX)
@@ -114,12 +126,29 @@ class SystemdDriver:
     def pod_cgroup(self, parent: str, uid: str) -> str:
         return units.pod_slice(parent, uid)
 
-    def check(self, path: str) -> None:
-        if not path.endswith(".slice") or ":" in path:
-            raise CgroupError(f"{path!r} is not a systemd slice, but pycri runs the systemd "
+    def normalize(self, parent: str) -> str:
+        """A slice name, or the slice's path in the tree (critest sends "/test.slice"):
+        the name is what systemd knows it by."""
+        name = parent
+        if parent.startswith("/"):
+            parts = tuple(p for p in parent.split("/") if p)
+            name = parts[-1] if parts else ""
+            if not name.endswith(".slice") or parts != units.slice_components(name):
+                name = parent
+        if not name.endswith(".slice") or ":" in name:
+            raise CgroupError(f"{parent!r} is not a systemd slice, but pycri runs the systemd "
                               "cgroup driver (a slice like kubepods-besteffort-pod<uid>.slice "
                               "fits it)")
-        units.check_slice(path)
+        units.check_slice(name)
+        return name
+
+    def pod_cgroup_in(self, given: str, uid: str) -> str:
+        # The kubelet makes each pod's slice before it asks for the pod and sends that; a slice
+        # that does not exist yet is a parent a client shares between its pods (critest's
+        # test.slice), and each pod gets a slice of its own below it, swap off and all.
+        if cgroups.pod_cgroup_dirs(given)[0].is_dir():
+            return given
+        return units.pod_slice(given, uid)
 
     def container_cgroup(self, pod: str, ctr_id: str) -> str:
         units.scope_name(CONTAINER_PREFIX, ctr_id)

@@ -240,6 +240,10 @@ def test_a_pod_in_a_kubelet_slice_nests_under_it(daemon: Daemon, image: str,
     top = f"kubepods{daemon.tag}"  # a kubelet's own top slice, made unique for the test
     uid = uuid.uuid4().hex
     parent = f"{top}-besteffort-pod{uid}.slice"
+    # The kubelet makes the pod's slice before it asks for the pod, through systemd's API.
+    subprocess.run(["busctl", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                    "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))",
+                    parent, "fail", "0", "0"], check=True, capture_output=True)
     cfg = pod_config()
     cfg.linux.cgroup_parent = parent
     pod = start_pod(daemon, tmp_path, cfg)
@@ -250,7 +254,36 @@ def test_a_pod_in_a_kubelet_slice_nests_under_it(daemon: Daemon, image: str,
             f"{top}.slice", f"{top}-besteffort.slice", parent, f"pycri-{ctr}.scope")
         monitor = cgroup_of(monitor_of(daemon, ctr))
         assert monitor == f"/{top}.slice/{top}-besteffort.slice/{parent}/pycri-conmon-{ctr}.scope"
-    finally:
         remove_pod(pod)
+        # The kubelet's slice is the kubelet's to remove; its pod cgroups inside are gone.
+        kept = V2 / f"{top}.slice" / f"{top}-besteffort.slice" / parent
+        assert kept.is_dir() and not [p for p in kept.iterdir() if p.is_dir()]
+    finally:
         subprocess.run(["systemctl", "stop", f"{top}.slice"], check=False)
-    assert not (V2 / f"{top}.slice" / f"{top}-besteffort.slice" / parent).exists()
+
+
+def test_pods_given_a_shared_parent_slice_each_get_their_own(daemon: Daemon, image: str,
+                                                             tmp_path: Path) -> None:
+    """critest hands every pod cgroup_parent "/test.slice", a slice nobody made: each pod gets
+    a slice of its own below it, so removing one pod touches no other."""
+    if daemon.cgroup_driver != "systemd":
+        pytest.skip("slices are the systemd driver's")
+    shared = f"shared{daemon.tag}.slice"
+    pods: list[Pod] = []
+    try:
+        for i in range(2):
+            cfg = pod_config()
+            cfg.linux.cgroup_parent = f"/{shared}"
+            pods.append(start_pod(daemon, tmp_path / str(i), cfg))
+        slices = [pod_cgroup(p) for p in pods]
+        assert slices == [f"shared{daemon.tag}-pod{p.config.metadata.uid}.slice" for p in pods]
+        for s in slices:
+            assert read(cgroup_dir(s), "memory.swap.max") == "0"
+        remove_pod(pods.pop(0))
+        assert not cgroup_dir(slices[0]).exists() and cgroup_dir(slices[1]).is_dir()
+        assert pods[0].rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(
+            pod_sandbox_id=pods[0].id), timeout=10).status.state == api_pb2.SANDBOX_READY
+    finally:
+        for p in pods:
+            remove_pod(p)
+        subprocess.run(["systemctl", "stop", shared], check=False)

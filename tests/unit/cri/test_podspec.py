@@ -54,7 +54,20 @@ def test_systemd_driver_pods_are_slices() -> None:
     assert plan(systemd(), c).cgroup_parent == "kubepods-besteffort-pod6f1c_42.slice"
 
 
+@pytest.mark.parametrize(("parent", "name"), [
+    ("/test.slice", "test.slice"),  # what critest sends
+    ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podu1.slice",
+     "kubepods-besteffort-podu1.slice"),
+])
+def test_a_slice_given_by_its_path_is_known_by_its_name(parent: str, name: str) -> None:
+    c = cfg()
+    c.linux.cgroup_parent = parent
+    assert plan(systemd(), c).cgroup_parent == name
+
+
 @pytest.mark.parametrize(("driver", "parent", "message"), [
+    ("systemd", "/kubepods/x-pod1.slice", "not a valid systemd slice name"),
+    ("cgroupfs", "/test.slice", "is a systemd slice, but pycri runs the cgroupfs"),
     ("systemd", "/kubepods/burstable/podu1", "not a systemd slice, but pycri runs the systemd"),
     ("systemd", "kubepods--x.slice", "not a valid systemd slice name"),
     ("systemd", "-.slice", "not a valid systemd slice name"),
