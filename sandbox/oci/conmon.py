@@ -44,6 +44,11 @@ class ConmonArgs:
     stdin: bool = False
     stdin_once: bool = False
     systemd_cgroup: bool = False
+    # Where runc writes its own log lines. Not stderr: at create time runc's stderr is the
+    # container's, so a warning (runc 1.1's systemd driver warns of every device rule whose
+    # /sys/dev/char entry is missing, tun's on a node without the module) would open the
+    # container's log. Errors still reach stderr, as plain text, for conmon to relay.
+    runtime_log: Path | None = None
 
 
 class ConmonExitedEarly(OCIRuntimeError):
@@ -74,6 +79,8 @@ def conmon_argv(a: ConmonArgs) -> list[str]:
     ]
     for arg in global_args(a.runtime_root, a.systemd_cgroup):
         argv += ["--runtime-arg", arg]
+    if a.runtime_log is not None:
+        argv += ["--runtime-arg", f"--log={a.runtime_log}"]
     if a.systemd_cgroup:
         argv.append("--systemd-cgroup")
     if a.log_size_max is not None:

@@ -154,7 +154,7 @@ class OCIRuntime:
         self.exits_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Leftovers of an earlier attempt with this id would be read as this one's: a stale
         # conmon.pid could make _abort_create kill an unrelated process that reused the pid.
-        stale_files = [persist_dir / n for n in ("conmon.pid", "exit", "oom")]
+        stale_files = [persist_dir / n for n in ("conmon.pid", "exit", "oom", "runc.log")]
         for stale in [*stale_files, self.exits_dir / ctr_id]:
             stale.unlink(missing_ok=True)
         argv = conmon_argv(ConmonArgs(
@@ -176,6 +176,7 @@ class OCIRuntime:
             stdin=stdin,
             stdin_once=stdin_once,
             systemd_cgroup=self.systemd_cgroup,
+            runtime_log=persist_dir / "runc.log",
         ))
         try:
             async with asyncio.timeout(timeout):

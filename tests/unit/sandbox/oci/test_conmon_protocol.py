@@ -64,6 +64,16 @@ def test_argv_names_everything_conmon_needs() -> None:
         assert flag not in argv
 
 
+def test_runc_logs_to_a_file_and_the_systemd_driver_reaches_runc_and_conmon() -> None:
+    """runc's own warnings must not land in the container's log (its stderr at create)."""
+    argv = conmon_argv(args(runtime_log=Path("/run/pycri/persist/abc123/runc.log"),
+                            systemd_cgroup=True))
+    runtime_args = [argv[i + 1] for i, a in enumerate(argv) if a == "--runtime-arg"]
+    assert runtime_args == ["--root=/run/pycri/runc", "--log-format=json", "--systemd-cgroup",
+                            "--log=/run/pycri/persist/abc123/runc.log"]
+    assert "--systemd-cgroup" in argv[argv.index("--log-level"):]
+
+
 def test_argv_terminal_wins_over_stdin() -> None:
     argv = conmon_argv(args(terminal=True, stdin=True))
     assert "-t" in argv
