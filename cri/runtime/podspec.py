@@ -58,7 +58,7 @@ def _cgroup_parent(cfg: Config, driver: CgroupDriver, linux: api_pb2.LinuxPodSan
     try:
         if not linux.cgroup_parent:
             return driver.pod_cgroup(cfg.runtime.cgroup_parent(), uid)
-        parent = driver.normalize(linux.cgroup_parent)
+        parent = driver.pod_cgroup_in(driver.normalize(linux.cgroup_parent), uid)
     except CgroupError as exc:
         raise InvalidArgument(f"cgroup_parent: {exc}") from exc
     return parent

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import secrets
 import shutil
@@ -39,9 +38,6 @@ def sandbox_name(md: api_pb2.PodSandboxMetadata) -> str:
 
 async def run_pod_sandbox(rt: Runtime, config: api_pb2.PodSandboxConfig, handler: str) -> str:
     plan = podspec.plan(rt.config, rt.cgroups, config)  # every check that needs no side effect, first
-    if config.linux.cgroup_parent:
-        plan = dataclasses.replace(plan, cgroup_parent=await asyncio.to_thread(
-            rt.cgroups.pod_cgroup_in, plan.cgroup_parent, config.metadata.uid))
     if handler not in HANDLERS:
         raise InvalidArgument(f"runtime handler {handler!r} is not configured (have: runc)")
     if not plan.host_network:

@@ -143,10 +143,12 @@ class SystemdDriver:
         return name
 
     def pod_cgroup_in(self, given: str, uid: str) -> str:
-        # The kubelet makes each pod's slice before it asks for the pod and sends that; a slice
-        # that does not exist yet is a parent a client shares between its pods (critest's
-        # test.slice), and each pod gets a slice of its own below it, swap off and all.
-        if cgroups.pod_cgroup_dirs(given)[0].is_dir():
+        # The kubelet sends each pod its own slice, named after the pod's uid
+        # (kubepods-besteffort-pod<uid>.slice); any other slice is a parent a client shares
+        # between its pods (critest's test.slice), and each pod gets a slice of its own below
+        # it, swap off and all, which pycri can remove without touching the other pods.
+        own = f"pod{uid.replace('-', '_')}.slice"
+        if given == own or given.endswith(f"-{own}"):
             return given
         return units.pod_slice(given, uid)
 

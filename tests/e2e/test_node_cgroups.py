@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,13 +237,12 @@ def test_a_pod_in_a_kubelet_slice_nests_under_it(daemon: Daemon, image: str,
     if daemon.cgroup_driver != "systemd":
         pytest.skip("slices are the systemd driver's")
     top = f"kubepods{daemon.tag}"  # a kubelet's own top slice, made unique for the test
-    uid = uuid.uuid4().hex
-    parent = f"{top}-besteffort-pod{uid}.slice"
+    cfg = pod_config()
+    parent = f"{top}-besteffort-pod{cfg.metadata.uid}.slice"
     # The kubelet makes the pod's slice before it asks for the pod, through systemd's API.
     subprocess.run(["busctl", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
                     "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))",
                     parent, "fail", "0", "0"], check=True, capture_output=True)
-    cfg = pod_config()
     cfg.linux.cgroup_parent = parent
     pod = start_pod(daemon, tmp_path, cfg)
     try:

@@ -55,9 +55,14 @@ def test_systemd_driver_pods_are_slices() -> None:
 
 
 @pytest.mark.parametrize(("parent", "name"), [
-    ("/test.slice", "test.slice"),  # what critest sends
+    # The kubelet's slice of this very pod (its uid) is the pod's cgroup, by name or by path.
+    ("kubepods-besteffort-podu1.slice", "kubepods-besteffort-podu1.slice"),
     ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podu1.slice",
      "kubepods-besteffort-podu1.slice"),
+    # Any other slice is a parent shared by a client's pods (critest sends "/test.slice"):
+    # each pod gets its own below it.
+    ("/test.slice", "test-podu1.slice"),
+    ("kubepods-besteffort-podother.slice", "kubepods-besteffort-podother-podu1.slice"),
 ])
 def test_a_slice_given_by_its_path_is_known_by_its_name(parent: str, name: str) -> None:
     c = cfg()
