@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
+from pathlib import Path
 
 from cri.api import api_pb2
 from cri.runtime.daemon import Runtime
@@ -15,26 +16,41 @@ from sandbox.cgroups import pod_cgroup_dirs
 log = logging.getLogger(__name__)
 
 
-def oom_killed(rt: Runtime, ctr: Container) -> bool:
-    """conmon's ``oom`` marker, or the cgroup's own OOM-kill counter (the cgroup still exists:
-    runc removes it only on delete)."""
+def oom_killed(rt: Runtime, ctr: Container, code: int) -> bool:
+    """conmon's ``oom`` marker, or the cgroup's own OOM-kill counter (with cgroupfs the cgroup
+    still exists: runc removes it only on delete). With the systemd driver the container's
+    scope goes with its last process, often before conmon has read its counter: then a
+    SIGKILL exit counts as an OOM kill when the pod's (hierarchical) counter grew since the
+    container started."""
     if (rt.oci.persist_dir(ctr.id) / "oom").exists():
         return True
+    pod = rt.sandboxes.get(ctr.meta.pod_id)
     try:
         dirs = pod_cgroup_dirs(ctr.meta.cgroup_path)
+        pod_dirs = pod_cgroup_dirs(pod.meta.cgroup_parent) if pod is not None else []
     except Exception:  # a malformed path never blocks recording an exit
         return False
-    for d in dirs:
-        for name, key in (("memory.oom_control", "oom_kill"), ("memory.events", "oom_kill")):
-            try:
-                text = (d / name).read_text()
-            except OSError:
-                continue
-            for line in text.splitlines():
-                parts = line.split()
-                if len(parts) == 2 and parts[0] == key and parts[1] != "0":
-                    return True
-    return False
+    if any(oom_kills(d) for d in dirs):
+        return True
+    baseline = rt.oom_baselines.pop(ctr.id, None)
+    gone = not any(d.is_dir() for d in dirs)
+    return code == 137 and gone and baseline is not None and \
+        sum(oom_kills(d) for d in pod_dirs) > baseline
+
+
+def oom_kills(cgroup: Path) -> int:
+    """The OOM kills counted in ``cgroup`` and below it (v1 memory.oom_control, v2
+    memory.events); 0 where neither can be read."""
+    for name in ("memory.oom_control", "memory.events"):
+        try:
+            text = (cgroup / name).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "oom_kill":
+                return int(parts[1])
+    return 0
 
 
 def container_exited(rt: Runtime, ctr: Container, code: int, exited_at: datetime) -> None:
@@ -49,7 +65,7 @@ def container_exited(rt: Runtime, ctr: Container, code: int, exited_at: datetime
     st.finished_at = int(exited_at.timestamp() * 1e9) or time.time_ns()
     if st.started_at and st.finished_at < st.started_at:
         st.finished_at = st.started_at
-    if oom_killed(rt, ctr):
+    if oom_killed(rt, ctr, code):
         st.reason = "OOMKilled"
     else:
         st.reason = "Completed" if code == 0 else "Error"

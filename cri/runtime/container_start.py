@@ -7,9 +7,10 @@ import time
 
 from cri.api import api_pb2
 from cri.errors import DeadlineExceeded, FailedPrecondition, Internal
-from cri.runtime.container_exit import publish
+from cri.runtime.container_exit import oom_kills, publish
 from cri.runtime.daemon import Runtime
 from cri.store.container import ContainerState
+from sandbox import cgroups
 from sandbox.oci.errors import OCIRuntimeError, OCITimeout
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ async def start_container(rt: Runtime, ctr_id: str) -> None:
                                      "is not ready")
         # Set first: the process may exit (and conmon report it) before `runc start` returns.
         ctr.status.started_at = time.time_ns()
+        # What an exit compares with when the container's own cgroup is gone (container_exit).
+        rt.oom_baselines[ctr.id] = sum(oom_kills(d)
+                                       for d in cgroups.pod_cgroup_dirs(pod.meta.cgroup_parent))
         try:
             await rt.oci.start(ctr.id)
         except OCITimeout as exc:

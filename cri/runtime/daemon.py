@@ -87,6 +87,8 @@ class Runtime:
         # sizes, re-walked as often as their cost allows; both pruned by prune_stats().
         self.cpu_rates: dict[str, CpuRate] = {}
         self.layer_usage = diskusage.UsageCache()
+        # Each running container's pod OOM-kill count when it started (container_exit).
+        self.oom_baselines: dict[str, int] = {}
         # The whole containers dir, for ImageFsInfo (its one key is never pruned).
         self.container_fs_usage = diskusage.UsageCache()
         self._streaming: Any = None  # cri.streaming.service.Streaming, once started
