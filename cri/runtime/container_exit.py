@@ -21,21 +21,20 @@ def oom_killed(rt: Runtime, ctr: Container, code: int) -> bool:
     still exists: runc removes it only on delete). With the systemd driver the container's
     scope goes with its last process, often before conmon has read its counter: then a
     SIGKILL exit counts as an OOM kill when the pod's (hierarchical) counter grew since the
-    container started."""
+    container started (container_start records it)."""
+    baseline = rt.oom_baselines.pop(ctr.id, None)  # popped on every path: one per start
     if (rt.oci.persist_dir(ctr.id) / "oom").exists():
         return True
-    pod = rt.sandboxes.get(ctr.meta.pod_id)
     try:
         dirs = pod_cgroup_dirs(ctr.meta.cgroup_path)
-        pod_dirs = pod_cgroup_dirs(pod.meta.cgroup_parent) if pod is not None else []
     except Exception:  # a malformed path never blocks recording an exit
         return False
     if any(oom_kills(d) for d in dirs):
         return True
-    baseline = rt.oom_baselines.pop(ctr.id, None)
-    gone = not any(d.is_dir() for d in dirs)
-    return code == 137 and gone and baseline is not None and \
-        sum(oom_kills(d) for d in pod_dirs) > baseline
+    pod = rt.sandboxes.get(ctr.meta.pod_id)
+    if code != 137 or baseline is None or pod is None or any(d.is_dir() for d in dirs):
+        return False
+    return sum(oom_kills(d) for d in pod_cgroup_dirs(pod.meta.cgroup_parent)) > baseline
 
 
 def oom_kills(cgroup: Path) -> int:

@@ -29,9 +29,11 @@ async def start_container(rt: Runtime, ctr_id: str) -> None:
                                      "is not ready")
         # Set first: the process may exit (and conmon report it) before `runc start` returns.
         ctr.status.started_at = time.time_ns()
-        # What an exit compares with when the container's own cgroup is gone (container_exit).
-        rt.oom_baselines[ctr.id] = sum(oom_kills(d)
-                                       for d in cgroups.pod_cgroup_dirs(pod.meta.cgroup_parent))
+        if rt.cgroups.systemd_cgroup:
+            # What an exit compares with once systemd has removed the container's scope
+            # (container_exit); with cgroupfs the container's cgroup outlives its process.
+            rt.oom_baselines[ctr.id] = sum(
+                oom_kills(d) for d in cgroups.pod_cgroup_dirs(pod.meta.cgroup_parent))
         try:
             await rt.oci.start(ctr.id)
         except OCITimeout as exc:
