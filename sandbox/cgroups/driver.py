@@ -74,7 +74,9 @@ class CgroupfsDriver:
         self.conmon_cgroup = conmon_cgroup
 
     def pod_cgroup(self, parent: str, uid: str) -> str:
-        return f"{parent.rstrip('/')}/pod{uid}"
+        path = f"{parent.rstrip('/')}/pod{uid}"
+        parse_path(path)  # checked here, as the systemd driver checks its slice names
+        return path
 
     def normalize(self, parent: str) -> str:
         if units.is_unit_form(parent) or parent.rstrip("/").endswith(".slice"):
