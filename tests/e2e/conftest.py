@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cri.api import api_pb2_grpc
-from sandbox import cgroups
 from tests.e2e.containers import Pod, pods, pull, remove_all_images, start_registry
-from tests.e2e.helpers import Daemon, close_connections, need_root
+from tests.e2e.helpers import Daemon, close_connections, need_root, pod_netns, session_leftovers
 from tests.fixtures.registry import LocalRegistry
 
 
@@ -36,44 +34,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 def _close_streaming_connections() -> Iterator[None]:
     yield
     close_connections()
-
-
-def pod_netns() -> set[str]:
-    """The pod network namespaces pinned on the node (pycri names them pycri-<pod id prefix>)."""
-    pinned = Path("/var/run/netns")
-    return {p.name for p in pinned.glob("pycri-*")} if pinned.is_dir() else set()
-
-
-def session_leftovers(d: Daemon) -> list[str]:
-    left = []
-    for parent in cgroups.pod_cgroup_dirs(d.cgroup_parent):
-        if parent.is_dir() and any(p.is_dir() for p in parent.iterdir()):
-            left.append(f"pod cgroups under {parent}")
-    if d.conmon_cgroup.startswith("/"):  # with systemd, conmon scopes are in the pod slices
-        for monitors in cgroups.pod_cgroup_dirs(d.conmon_cgroup):
-            procs = monitors / "cgroup.procs"
-            if procs.is_file() and procs.read_text().strip():
-                left.append(f"processes in the conmon cgroup {monitors}")
-    if str(d.base) in Path("/proc/self/mountinfo").read_text():
-        left.append("mounts under the test dir")
-    veths = subprocess.run(["ip", "-o", "link", "show", "master", d.bridge],
-                           capture_output=True, text=True).stdout
-    if veths.strip():
-        left.append("veths on the bridge")
-    leases = [p for p in d.ipam_dir.rglob("*") if p.is_file() and p.name[0].isdigit()]
-    if leases:
-        left.append(f"IP leases {leases}")
-    pods = list((d.root / "sandboxes").glob("*")) if (d.root / "sandboxes").exists() else []
-    if pods:
-        left.append(f"pod state {pods}")
-    ctrs = list((d.root / "containers").glob("*")) if (d.root / "containers").exists() else []
-    if ctrs:
-        left.append(f"container state {ctrs}")
-    conmons = subprocess.run(["pgrep", "-f", f"conmon.*{d.base}"], capture_output=True,
-                             text=True).stdout.split()
-    if conmons:
-        left.append(f"conmon processes {conmons}")
-    return left
 
 
 @pytest.fixture(scope="module")

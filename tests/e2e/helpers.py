@@ -10,6 +10,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import grpc
 import pytest
 
 from cri.api import api_pb2, api_pb2_grpc
+from sandbox import cgroups
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = Path("/usr/lib/cni")
@@ -29,10 +31,17 @@ START_TIMEOUT = 180  # seconds a daemon may take to answer after it is started
 _connections: list[socket.socket] = []
 
 
-def connect(host: str | None, port: int | None, timeout: float) -> socket.socket:
+def connect(host: str | None, port: int | None, timeout: float, tls: bool = False
+            ) -> socket.socket:
     """A TCP connection that the conftest closes when the test ends, passed or failed: a test
-    that fails mid-session must not leave a socket for a later test's ResourceWarning."""
+    that fails mid-session must not leave a socket for a later test's ResourceWarning. With
+    ``tls``, wrapped in TLS without checking the peer (the kubelet's self-signed certificate)."""
     sock = socket.create_connection((host, port), timeout=timeout)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        sock = ctx.wrap_socket(sock, server_hostname=host)
     _connections.append(sock)
     return sock
 
@@ -296,6 +305,44 @@ class Daemon:
 
     def image(self) -> api_pb2_grpc.ImageServiceStub:
         return api_pb2_grpc.ImageServiceStub(self.channel())
+
+
+def pod_netns() -> set[str]:
+    """The pod network namespaces pinned on the node (pycri names them pycri-<pod id prefix>)."""
+    pinned = Path("/var/run/netns")
+    return {p.name for p in pinned.glob("pycri-*")} if pinned.is_dir() else set()
+
+
+def session_leftovers(d: Daemon) -> list[str]:
+    left = []
+    for parent in cgroups.pod_cgroup_dirs(d.cgroup_parent):
+        if parent.is_dir() and any(p.is_dir() for p in parent.iterdir()):
+            left.append(f"pod cgroups under {parent}")
+    if d.conmon_cgroup.startswith("/"):  # with systemd, conmon scopes are in the pod slices
+        for monitors in cgroups.pod_cgroup_dirs(d.conmon_cgroup):
+            procs = monitors / "cgroup.procs"
+            if procs.is_file() and procs.read_text().strip():
+                left.append(f"processes in the conmon cgroup {monitors}")
+    if str(d.base) in Path("/proc/self/mountinfo").read_text():
+        left.append("mounts under the test dir")
+    veths = subprocess.run(["ip", "-o", "link", "show", "master", d.bridge],
+                           capture_output=True, text=True).stdout
+    if veths.strip():
+        left.append("veths on the bridge")
+    leases = [p for p in d.ipam_dir.rglob("*") if p.is_file() and p.name[0].isdigit()]
+    if leases:
+        left.append(f"IP leases {leases}")
+    pods = list((d.root / "sandboxes").glob("*")) if (d.root / "sandboxes").exists() else []
+    if pods:
+        left.append(f"pod state {pods}")
+    ctrs = list((d.root / "containers").glob("*")) if (d.root / "containers").exists() else []
+    if ctrs:
+        left.append(f"container state {ctrs}")
+    conmons = subprocess.run(["pgrep", "-f", f"conmon.*{d.base}"], capture_output=True,
+                             text=True).stdout.split()
+    if conmons:
+        left.append(f"conmon processes {conmons}")
+    return left
 
 
 def pod_config(name: str | None = None, **kw: object) -> api_pb2.PodSandboxConfig:

@@ -6,88 +6,20 @@ single-use tokens."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.parse
-from dataclasses import dataclass, field
 
 import grpc
-import h11
 import pytest
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request
 
 from cri.api import api_pb2
-from cri.streaming import spdy
 from tests.e2e.containers import Pod
 from tests.e2e.helpers import connect
+from tests.e2e.stream_clients import WAIT, spdy_session, upgrade
 
 pytestmark = pytest.mark.e2e
-WAIT = 30.0
-
-
-def _upgrade(url: str, headers: list[tuple[str, str]]) -> tuple[socket.socket, int, bytes]:
-    """GET ``url`` with upgrade headers; returns the socket, the status and bytes after it."""
-    u = urllib.parse.urlsplit(url)
-    sock = connect(u.hostname, u.port, WAIT)
-    conn = h11.Connection(h11.CLIENT)
-    sock.sendall(conn.send(h11.Request(method="POST", target=u.path + (f"?{u.query}" if u.query
-                                                                        else ""),
-                                       headers=[("Host", u.netloc), *headers])))
-    while True:
-        ev = conn.next_event()
-        if ev is h11.NEED_DATA:
-            conn.receive_data(sock.recv(65536))
-            continue
-        if isinstance(ev, h11.InformationalResponse | h11.Response):
-            return sock, ev.status_code, conn.trailing_data[0]
-        raise AssertionError(f"unexpected {ev}")
-
-
-@dataclass
-class SpdyClient:
-    sock: socket.socket
-    conn: spdy.SpdyConnection = field(default_factory=lambda: spdy.SpdyConnection(
-        is_client=True, flow_control=False))
-    data: dict[int, bytearray] = field(default_factory=dict)
-    closed: set[int] = field(default_factory=set)
-
-    def flush(self) -> None:
-        out = self.conn.data_to_send()
-        if out:
-            self.sock.sendall(out)
-
-    def open(self, headers: dict[str, str], fin: bool = False) -> int:
-        sid = self.conn.open_stream(headers, fin=fin)
-        self.data[sid] = bytearray()
-        self.flush()
-        return sid
-
-    def pump(self, until: object) -> None:
-        deadline = time.monotonic() + WAIT
-        while not until():  # type: ignore[operator]
-            assert time.monotonic() < deadline, "no answer in time"
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return
-            for ev in self.conn.receive_data(chunk):
-                if isinstance(ev, spdy.DataReceived):
-                    self.data.setdefault(ev.stream_id, bytearray()).extend(ev.data)
-                    if ev.fin:
-                        self.closed.add(ev.stream_id)
-                elif isinstance(ev, spdy.StreamReset):
-                    self.closed.add(ev.stream_id)
-            self.flush()
-
-
-def spdy_session(url: str, protocol: str) -> SpdyClient:
-    sock, status, rest = _upgrade(url, [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
-                                        ("X-Stream-Protocol-Version", protocol)])
-    assert status == 101
-    client = SpdyClient(sock)
-    if rest:
-        client.conn.receive_data(rest)
-    return client
 
 
 def exec_url(pod: Pod, ctr: str, cmd: list[str], **kw: bool) -> str:
@@ -114,7 +46,7 @@ def test_exec_over_spdy_with_stdin_and_exit_code(pod: Pod) -> None:
     assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "7"}]
     c.sock.close()
     # The URL was single use.
-    sock, code, _ = _upgrade(url, [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
+    sock, code, _ = upgrade(url, [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
                                    ("X-Stream-Protocol-Version", "v4.channel.k8s.io")])
     sock.close()
     assert code == 404

@@ -10,88 +10,20 @@ import os
 import socket
 import struct
 import time
-import urllib.parse
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
-    CloseConnection,
-    Message,
-    RejectConnection,
-    Request,
 )
 
 from cri.api import api_pb2
 from tests.e2e.containers import Pod, wait_until
-from tests.e2e.helpers import Daemon, connect
-from tests.e2e.test_streaming import WAIT, SpdyClient, _upgrade, exec_url, spdy_session
+from tests.e2e.helpers import Daemon
+from tests.e2e.stream_clients import SPDY_EXEC, WAIT, SpdyClient, WsClient, spdy_session, upgrade
+from tests.e2e.test_streaming import exec_url
 
 pytestmark = pytest.mark.e2e
-
-SPDY_EXEC = "v4.channel.k8s.io"
-WS_EXEC = "v5.channel.k8s.io"
-
-
-@dataclass
-class WsClient:
-    """A v5 channel WebSocket client: messages are one channel byte followed by the payload."""
-
-    sock: socket.socket
-    ws: WSConnection
-    frames: list[bytes] = field(default_factory=list)
-    closed: bool = False
-
-    @classmethod
-    def connect(cls, url: str, protocol: str = WS_EXEC) -> WsClient:
-        u = urllib.parse.urlsplit(url)
-        sock = connect(u.hostname, u.port, WAIT)
-        ws = WSConnection(ConnectionType.CLIENT)
-        sock.sendall(ws.send(Request(host=u.netloc, target=u.path, subprotocols=[protocol])))
-        client = cls(sock, ws)
-        accepted: list[AcceptConnection] = []
-        client._pump(lambda: bool(accepted), accepted)
-        assert accepted and accepted[0].subprotocol == protocol
-        return client
-
-    def send(self, channel: int, payload: bytes) -> None:
-        self.sock.sendall(self.ws.send(BytesMessage(bytes((channel,)) + payload)))
-
-    def _pump(self, until: Callable[[], bool], accepted: list[AcceptConnection] | None = None) -> None:
-        deadline = time.monotonic() + WAIT
-        parts: list[bytes] = []
-        while not until() and not self.closed:
-            assert time.monotonic() < deadline, "no answer in time"
-            data = self.sock.recv(65536)
-            if not data:
-                self.closed = True
-                return
-            self.ws.receive_data(data)
-            for ev in self.ws.events():
-                if isinstance(ev, AcceptConnection) and accepted is not None:
-                    accepted.append(ev)
-                elif isinstance(ev, RejectConnection):
-                    raise AssertionError(f"WebSocket refused: {ev.status_code}")
-                elif isinstance(ev, Message):
-                    assert isinstance(ev.data, bytes), "v5 sends binary messages"
-                    parts.append(ev.data)
-                    if ev.message_finished:
-                        self.frames.append(b"".join(parts))
-                        parts.clear()
-                elif isinstance(ev, CloseConnection):
-                    self.closed = True
-
-    def run_to_close(self) -> None:
-        self._pump(lambda: False)
-        self.sock.close()
-
-    def channel(self, n: int) -> bytes:
-        return b"".join(f[1:] for f in self.frames if f[:1] == bytes((n,)))
-
 
 def abort(sock: socket.socket) -> None:
     """Close with a TCP RST instead of a FIN: the client vanished (killed kubectl, dead node)."""
@@ -273,7 +205,7 @@ def test_concurrent_port_forwards_on_one_connection(pod: Pod) -> None:
 
 
 def _status_of(url: str) -> int:
-    sock, code, _ = _upgrade(url, [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
+    sock, code, _ = upgrade(url, [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
                                    ("X-Stream-Protocol-Version", SPDY_EXEC)])
     sock.close()
     return code

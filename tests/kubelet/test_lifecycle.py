@@ -1,0 +1,221 @@
+"""What a kubelet makes of pycri's containers over their life: probes, init containers, shared
+volumes, restart policies, back-off and OOM kills. The module's pods start together (they are
+independent), each test watches its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes.client import (
+    V1EmptyDirVolumeSource,
+    V1ExecAction,
+    V1Pod,
+    V1Probe,
+    V1ResourceRequirements,
+    V1Volume,
+    V1VolumeMount,
+)
+
+from cri.api import api_pb2
+from tests.kubelet.conftest import Node, StaticPods
+from tests.kubelet.node import Kubelet
+from tests.kubelet.pods import (
+    container,
+    cri_containers,
+    ctr_status,
+    pod,
+    ready,
+    running,
+    wait_log,
+    wait_pod,
+)
+
+pytestmark = pytest.mark.kubelet
+
+
+def exec_probe(*cmd: str) -> V1Probe:
+    return V1Probe(_exec=V1ExecAction(command=list(cmd)), period_seconds=1, failure_threshold=1)
+
+
+def scratch(name: str = "data") -> tuple[V1Volume, V1VolumeMount]:
+    """An emptyDir: it outlives the container's restarts, so a command can tell its attempts
+    apart without any clock."""
+    return (V1Volume(name=name, empty_dir=V1EmptyDirVolumeSource()),
+            V1VolumeMount(name=name, mount_path=f"/{name}"))
+
+
+def _liveness() -> V1Pod:
+    vol, mount = scratch()
+    # The first attempt never becomes healthy and is killed by its probe; the second is.
+    cmd = ("if [ -e /data/killed-once ]; then touch /tmp/healthy; "
+           "else touch /data/killed-once; fi; exec sleep 1000")
+    return pod("liveness", container("app", ["sh", "-c", cmd], volume_mounts=[mount],
+                                     liveness_probe=exec_probe("cat", "/tmp/healthy")),
+               volumes=[vol])
+
+
+def _readiness() -> V1Pod:
+    return pod("readiness", container("app", ["sleep", "1000"],
+                                      readiness_probe=exec_probe("cat", "/tmp/ready")))
+
+
+def _init() -> V1Pod:
+    vol, mount = scratch("work")
+    steps = [container(f"init-{n}", ["sh", "-c", f"echo {n} >> /work/order"],
+                       volume_mounts=[mount]) for n in ("one", "two")]
+    app = container("app", ["sh", "-c", "echo app >> /work/order; exec sleep 1000"],
+                    volume_mounts=[mount])
+    return pod("init", app, init_containers=steps, volumes=[vol])
+
+
+def _shared() -> V1Pod:
+    vol, mount = scratch("shared")
+    writer = container("writer", ["sh", "-c", "echo from-writer > /shared/msg; exec sleep 1000"],
+                       volume_mounts=[mount])
+    reader = container("reader", ["sh", "-c", "until [ -e /shared/msg ]; do sleep 0.1; done; "
+                                              "cat /shared/msg; exec sleep 1000"],
+                       volume_mounts=[mount])
+    return pod("shared", writer, reader, volumes=[vol])
+
+
+def _exits(name: str, policy: str, code: int) -> V1Pod:
+    return pod(name, container("app", ["sh", "-c", f"exit {code}"]), restart_policy=policy)
+
+
+def _on_failure() -> V1Pod:
+    vol, mount = scratch()
+    cmd = "if [ -e /data/failed-once ]; then exit 0; fi; touch /data/failed-once; exit 3"
+    return pod("onfailure", container("app", ["sh", "-c", cmd], volume_mounts=[mount]),
+               restart_policy="OnFailure", volumes=[vol])
+
+
+def _crash() -> V1Pod:
+    return pod("crash", container("app", ["sh", "-c", "echo crashing; exit 1"]))
+
+
+def _oom() -> V1Pod:
+    # busybox tail keeps what it reads until a newline: /dev/zero has none.
+    limits = {"memory": "32Mi"}
+    return pod("oom", container("hog", ["tail", "/dev/zero"],
+                                resources=V1ResourceRequirements(limits=limits, requests=limits)))
+
+
+@pytest.fixture(scope="module")
+def started(node: Node) -> Iterator[dict[str, V1Pod]]:
+    node.kubelet.ensure()
+    pods = StaticPods(node)
+    made = [_liveness(), _readiness(), _init(), _shared(), _exits("never-ok", "Never", 0),
+            _exits("never-fails", "Never", 3), _on_failure(), _crash(), _oom()]
+    pods.add(*made)
+    try:
+        yield {p.metadata.name: p for p in made}
+    finally:
+        pods.remove_all()
+
+
+def test_failing_liveness_probe_restarts_the_container(kubelet: Kubelet, node: Node,
+                                                       started: dict[str, V1Pod]) -> None:
+    p = wait_pod(kubelet, "liveness", "restarted once by its probe, then live and running",
+                 lambda p: running(p, "app") and ctr_status(p, "app").restart_count == 1  # type: ignore[union-attr]
+                 and ctr_status(p, "app").started)  # type: ignore[union-attr]
+    st = ctr_status(p, "app")
+    assert st is not None and st.last_state.terminated is not None
+    # Killed by the kubelet (SIGTERM ignored by sleep as pid 1, then SIGKILL).
+    assert st.last_state.terminated.exit_code == 137
+    attempts = cri_containers(node.daemon, started["liveness"].metadata.uid, "app")
+    assert [c.metadata.attempt for c in attempts] == [0, 1]
+    assert attempts[0].state == api_pb2.ContainerState.CONTAINER_EXITED
+    assert attempts[1].state == api_pb2.ContainerState.CONTAINER_RUNNING
+    assert st.container_id == f"pycri://{attempts[1].id}"
+
+
+def test_readiness_probe_toggles_ready(kubelet: Kubelet, started: dict[str, V1Pod]) -> None:
+    p = wait_pod(kubelet, "readiness", "running, not ready", lambda p: running(p, "app"))
+    assert not ready(p)
+    kubelet.run("readiness", "app", "touch /tmp/ready")
+    wait_pod(kubelet, "readiness", "ready", ready)
+    kubelet.run("readiness", "app", "rm /tmp/ready")
+    p = wait_pod(kubelet, "readiness", "not ready again", lambda p: not ready(p))
+    st = ctr_status(p, "app")
+    assert st is not None and st.restart_count == 0 and st.state.running is not None
+
+
+def test_init_containers_run_in_order_before_the_app(kubelet: Kubelet,
+                                                     started: dict[str, V1Pod]) -> None:
+    p = wait_pod(kubelet, "init", "app running", lambda p: running(p, "app"))
+    for name in ("init-one", "init-two"):
+        st = ctr_status(p, name, init=True)
+        assert st is not None and st.state.terminated is not None, name
+        assert (st.state.terminated.exit_code, st.state.terminated.reason) == (0, "Completed")
+    uid = started["init"].metadata.uid
+    order = kubelet.root_dir / "pods" / uid / "volumes/kubernetes.io~empty-dir/work/order"
+    assert order.read_text() == "one\ntwo\napp\n"
+
+
+def test_empty_dir_is_shared_between_containers(kubelet: Kubelet,
+                                                started: dict[str, V1Pod]) -> None:
+    wait_pod(kubelet, "shared", "both containers running",
+             lambda p: running(p, "writer") and running(p, "reader"))
+    got = wait_log(kubelet, "shared", "reader", "from-writer")
+    assert got == "from-writer\n"
+
+
+@pytest.mark.parametrize(("name", "phase", "code"), [("never-ok", "Succeeded", 0),
+                                                     ("never-fails", "Failed", 3)])
+def test_restart_policy_never(kubelet: Kubelet, node: Node, started: dict[str, V1Pod],
+                              name: str, phase: str, code: int) -> None:
+    p = wait_pod(kubelet, name, phase, lambda p: p.status.phase == phase)
+    st = ctr_status(p, "app")
+    assert st is not None and st.state.terminated is not None and st.restart_count == 0
+    assert st.state.terminated.exit_code == code
+    attempts = cri_containers(node.daemon, started[name].metadata.uid, "app")
+    assert [(c.metadata.attempt, c.state) for c in attempts] == [
+        (0, api_pb2.ContainerState.CONTAINER_EXITED)]
+
+
+def test_restart_policy_on_failure(kubelet: Kubelet, started: dict[str, V1Pod]) -> None:
+    p = wait_pod(kubelet, "onfailure", "Succeeded", lambda p: p.status.phase == "Succeeded")
+    st = ctr_status(p, "app")
+    assert st is not None and st.restart_count == 1
+    assert st.state.terminated is not None and st.state.terminated.exit_code == 0
+    assert st.last_state.terminated is not None and st.last_state.terminated.exit_code == 3
+
+
+def test_exiting_container_is_restarted_with_back_off(kubelet: Kubelet, node: Node,
+                                                      started: dict[str, V1Pod]) -> None:
+    def backing_off(p: V1Pod) -> bool:
+        st = ctr_status(p, "app")
+        return bool(st is not None and st.restart_count >= 2 and st.state.waiting is not None
+                    and st.state.waiting.reason == "CrashLoopBackOff")
+
+    p = wait_pod(kubelet, "crash", "in CrashLoopBackOff after two restarts", backing_off)
+    st = ctr_status(p, "app")
+    assert st is not None and "back-off" in (st.state.waiting.message or "")
+    assert st.last_state.terminated is not None
+    assert (st.last_state.terminated.exit_code, st.last_state.terminated.reason) == (1, "Error")
+    attempts = cri_containers(node.daemon, started["crash"].metadata.uid, "app")
+    assert attempts and all(c.state == api_pb2.ContainerState.CONTAINER_EXITED for c in attempts)
+
+
+def test_container_over_its_memory_limit_is_oom_killed(kubelet: Kubelet, node: Node,
+                                                       started: dict[str, V1Pod]) -> None:
+    def oom_killed(p: V1Pod) -> bool:
+        st = ctr_status(p, "hog")
+        return bool(st is not None and st.restart_count >= 1 and st.last_state.terminated
+                    is not None and st.last_state.terminated.reason == "OOMKilled")
+
+    p = wait_pod(kubelet, "oom", "restarted after an OOM kill", oom_killed)
+    st = ctr_status(p, "hog")
+    assert st is not None and st.last_state.terminated.exit_code == 137
+    # The limit the kubelet asked for is the one the kernel enforced (cgroup v1 memory), on
+    # every attempt's cgroup (each stays until the container is removed).
+    uid = started["oom"].metadata.uid
+    pod_cgroups = list(Path("/sys/fs/cgroup/memory").glob(
+        f"{kubelet.cgroup_root.lstrip('/')}/kubepods/*/pod{uid}"))
+    assert len(pod_cgroups) == 1
+    attempts = cri_containers(node.daemon, uid, "hog")
+    limits = [int((pod_cgroups[0] / f"pycri-{c.id}" / "memory.limit_in_bytes").read_text())
+              for c in attempts]
+    assert limits == [32 * 1024 * 1024] * len(attempts)
