@@ -1,7 +1,9 @@
-"""Exec and Attach: check the request, then hand out a single-use URL on the streaming server
+"""Exec, Attach and PortForward: check the request, then hand out a single-use URL on the streaming server
 (cri/streaming/); what runs behind it is cri/streaming/service.py."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from cri.errors import FailedPrecondition, InvalidArgument
 from cri.runtime.daemon import Runtime
@@ -38,8 +40,11 @@ def attach_url(rt: Runtime, ctr_id: str, tty: bool, stdin: bool, stdout: bool,
     return rt.streaming().issue("attach", StreamRequest(ctr.id, (), tty, stdin, stdout, stderr))
 
 
-def port_forward_url(rt: Runtime, pod_id: str) -> str:
+def port_forward_url(rt: Runtime, pod_id: str, ports: Sequence[int] = ()) -> str:
+    bad = [p for p in ports if not 0 < p <= 0xFFFF]
+    if bad:
+        raise InvalidArgument(f"port-forward ports must be in 1..65535, got {bad}")
     pod = rt.sandboxes.lookup(pod_id)
     if not pod.ready:
         raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
-    return rt.streaming().issue("portforward", PortForwardRequest(pod.id))
+    return rt.streaming().issue("portforward", PortForwardRequest(pod.id, tuple(ports)))

@@ -166,7 +166,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def PortForward(self, request: api_pb2.PortForwardRequest, context: Ctx
                           ) -> api_pb2.PortForwardResponse:
         return api_pb2.PortForwardResponse(
-            url=container_exec.port_forward_url(self.rt, request.pod_sandbox_id))
+            url=container_exec.port_forward_url(self.rt, request.pod_sandbox_id, request.port))
 
     async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest, context: Ctx
                                  ) -> api_pb2.ReopenContainerLogResponse:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,10 +171,13 @@ async def serve_spdy(session: Session | TunnelStream, pod_id: str,
 
 
 async def serve_websocket_channels(session: Session, pod_id: str,
-                                   netns: Callable[[], Path | None]) -> None:
+                                   netns: Callable[[], Path | None],
+                                   requested: Sequence[int] = ()) -> None:
     """The kubelet's WebSocket port-forward (v4.channel.k8s.io, its base64 form, or no
-    sub-protocol): ports from the URL's ``port`` query, channels 2i (data) and 2i+1 (error) for
-    the i-th, each opened by the server writing the port number (uint16, little endian)."""
+    sub-protocol): the ports of the PortForward request, or when it named none those of the
+    URL's ``port`` query (a client that reaches pycri directly), channels 2i (data) and 2i+1
+    (error) for the i-th, each opened by the server writing the port number (uint16, little
+    endian)."""
     codec = ChannelCodec.for_protocol(session.protocol)
     ws = Connection(ConnectionType.SERVER)
     send_lock = asyncio.Lock()
@@ -188,7 +191,7 @@ async def serve_websocket_channels(session: Session, pod_id: str,
                 await session.drain()
 
     try:
-        ports = parse_port_query(session.query)
+        ports = list(requested) or parse_port_query(session.query)
     except ValueError as exc:
         await send(1, str(exc).encode())
         session.close()

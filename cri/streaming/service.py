@@ -56,6 +56,10 @@ class StreamRequest:
 @dataclass(frozen=True)
 class PortForwardRequest:
     pod_id: str
+    # The ports of the CRI request. The kubelet's proxy dials the URL it got with the client's
+    # upgrade headers but without its query, so a WebSocket port-forward through it carries
+    # the ports only here (the upstream streaming server takes them from here too).
+    ports: tuple[int, ...] = ()
 
 
 class _Exec:
@@ -192,4 +196,4 @@ class Streaming:
         elif session.protocol == TUNNELED_PORT_FORWARD_V1:  # kubectl's: SPDY inside WebSocket
             await portforward.serve_spdy(TunnelStream(session), req.pod_id, netns)
         else:
-            await portforward.serve_websocket_channels(session, req.pod_id, netns)
+            await portforward.serve_websocket_channels(session, req.pod_id, netns, req.ports)

@@ -17,7 +17,7 @@ from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Requ
 from cri.api import api_pb2
 from tests.e2e.containers import Pod
 from tests.e2e.helpers import connect
-from tests.e2e.stream_clients import WAIT, spdy_session, upgrade
+from tests.e2e.stream_clients import WAIT, WsClient, spdy_session, upgrade
 
 pytestmark = pytest.mark.e2e
 
@@ -156,3 +156,33 @@ def test_port_forward_over_websocket_channels(pod: Pod) -> None:
                 break
         sock.close()
     assert b"200 OK" in body
+
+
+def test_websocket_port_forward_takes_the_ports_of_the_request(pod: Pod) -> None:
+    """The kubelet's proxy dials the URL with the client's upgrade headers but not its query:
+    the ports come from the PortForward request (a WebSocket port-forward through a kubelet
+    answered "query parameter 'port' is required")."""
+    pod.run("web", ["sh", "-c", "echo hello-req > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"])
+    opened = (8080).to_bytes(2, "little")
+    deadline = time.monotonic() + WAIT
+    while True:  # httpd may not listen yet on the first try; each try needs a new URL
+        url = str(pod.rt.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=pod.id,
+                                                                port=[8080]), timeout=10).url)
+        assert "?" not in url
+        c = WsClient.connect(url, "v4.channel.k8s.io")
+        c.pump_until(lambda c=c: c.channel(0)[:2] == opened or c.closed)  # type: ignore[misc]
+        assert c.channel(0)[:2] == opened and c.channel(1)[:2] == opened, c.frames
+        c.send(0, b"GET /index.html HTTP/1.0\r\n\r\n")
+        c.pump_until(lambda c=c: b"hello-req" in c.channel(0) or len(c.channel(1)) > 2)  # type: ignore[misc]
+        if b"hello-req" in c.channel(0):
+            break
+        assert time.monotonic() < deadline, c.channel(1)
+    assert c.channel(0)[2:].startswith(b"HTTP/1.")
+
+
+def test_port_forward_refuses_ports_out_of_range(pod: Pod) -> None:
+    for port in (0, 65536, -1):
+        with pytest.raises(grpc.RpcError) as err:
+            pod.rt.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=pod.id, port=[80, port]),
+                               timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
