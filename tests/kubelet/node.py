@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -204,10 +203,8 @@ class Kubelet:
         the v2 mount, for hugetlb), the host tunables it changed, its HTTP client."""
         self.stop()
         self.unmount_root()
-        for hier in CGROUP_FS.iterdir():
+        for hier in all_hierarchies():
             root = hier / self.cgroup_root.lstrip("/")
-            if hier.is_symlink():
-                continue
             if root.is_dir():
                 for d in sorted((p for p in root.rglob("*") if p.is_dir()),
                                 key=lambda p: len(p.parts), reverse=True):
@@ -283,5 +280,8 @@ def v1_hierarchies() -> Iterator[Path]:
             yield hier
 
 
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def all_hierarchies() -> Iterator[Path]:
+    """The v1 hierarchies and the v2 mount (the kubelet makes its pod cgroups there too)."""
+    yield from v1_hierarchies()
+    if (CGROUP_FS / "unified" / "cgroup.procs").exists():
+        yield CGROUP_FS / "unified"
