@@ -28,6 +28,8 @@ NODE = "pycri-kubelet"  # --hostname-override: static pods are named <name>-<nod
 NAMESPACE = "kubelet-e2e"
 START_TIMEOUT = 120  # seconds the kubelet may take to serve its API after it is started
 CGROUP_FS = Path("/sys/fs/cgroup")
+DEVICE_PLUGIN_PATHS = (Path("/var/lib/kubelet/device-plugins/kubelet.sock"),
+                       Path("/var/lib/kubelet/device-plugins"), Path("/var/lib/kubelet"))
 # What the kubelet sets on the host at start-up when protectKernelDefaults is off (the only other
 # choice is to refuse to start on a host that differs): restored when the session ends.
 KERNEL_TUNABLES = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
@@ -124,6 +126,9 @@ class Kubelet:
         for d in (self.root_dir, self.manifests, self.pod_logs):
             d.mkdir(parents=True, exist_ok=True)
         self.tunables = {k: (Path("/proc/sys") / k).read_text() for k in KERNEL_TUNABLES}
+        # The device manager's socket path is fixed in the kubelet, outside --root-dir: what of
+        # it was not there before is removed at the end.
+        self.host_paths_before = {p for p in DEVICE_PLUGIN_PATHS if p.exists()}
 
     # --- configuration and process ---------------------------------------------------------
 
@@ -154,7 +159,12 @@ class Kubelet:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [str(self.binary), f"--config={self.config_path}", f"--root-dir={self.root_dir}",
-                 f"--hostname-override={NODE}", "--v=2"],
+                 # Its self-signed serving certificate: the default is /var/lib/kubelet/pki,
+                 # outside --root-dir, where another kubelet (kubeadm's) keeps its own.
+                 f"--cert-dir={self.base / 'pki'}",
+                 f"--hostname-override={NODE}",
+                 # PYCRI_KUBELET_VERBOSITY=5 shows the kubelet's reasoning (image GC, PLEG...).
+                 f"--v={os.environ.get('PYCRI_KUBELET_VERBOSITY', '2')}"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
         healthz = f"http://127.0.0.1:{self.config['healthzPort']}/healthz"
@@ -212,6 +222,14 @@ class Kubelet:
                         d.rmdir()
                 with contextlib.suppress(OSError):
                     root.rmdir()
+        for path in DEVICE_PLUGIN_PATHS:  # the socket first, then its dirs if left empty
+            if path in self.host_paths_before:
+                continue
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    path.unlink()
         for key, value in self.tunables.items():
             with contextlib.suppress(OSError):
                 (Path("/proc/sys") / key).write_text(value)

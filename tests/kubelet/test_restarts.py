@@ -1,0 +1,101 @@
+"""Restarting the kubelet, and restarting pycri under a running kubelet (SIGTERM and kill -9),
+must not restart any container: same sandbox, same container ids, restart counts unchanged.
+The kubelet is known to drive pycri again when its exec readiness probe (ExecSync through
+pycri) runs again: each run adds a line to a file on the host."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes.client import V1ExecAction, V1HostPathVolumeSource, V1Pod, V1Probe, V1Volume, V1VolumeMount
+
+from tests.kubelet.conftest import Node, StaticPods
+from tests.kubelet.node import Kubelet
+from tests.kubelet.pods import (
+    container,
+    cri_containers,
+    cri_sandboxes,
+    ctr_status,
+    pod,
+    poll,
+    ready,
+    running,
+    wait_pod,
+)
+
+pytestmark = pytest.mark.kubelet
+NAMES = ("one", "two")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What must not change across a restart."""
+
+    sandboxes: tuple[str, ...]
+    containers: tuple[tuple[str, str, int], ...]  # (name, CRI id, attempt)
+    statuses: tuple[tuple[str, str, int], ...]  # (name, kubelet's container id, restartCount)
+
+
+@pytest.fixture(scope="module")
+def steady(node: Node) -> Iterator[tuple[V1Pod, Path]]:
+    node.kubelet.ensure()
+    probes = node.kubelet.base / "probes"
+    probes.mkdir(exist_ok=True)
+    mount = V1VolumeMount(name="probes", mount_path="/probes")
+    probe = V1Probe(_exec=V1ExecAction(command=["sh", "-c", "echo ran >> /probes/runs"]),
+                    period_seconds=1, failure_threshold=1)
+    p = pod("steady", *(container(n, ["sleep", "1000"], volume_mounts=[mount]) for n in NAMES),
+            volumes=[V1Volume(name="probes", host_path=V1HostPathVolumeSource(path=str(probes)))])
+    p.spec.containers[0].readiness_probe = probe
+    pods = StaticPods(node)
+    pods.add(p)
+    try:
+        yield p, probes / "runs"
+    finally:
+        pods.remove_all()
+
+
+def seen(node: Node, kubelet: Kubelet, p: V1Pod) -> Seen:
+    got = wait_pod(kubelet, "steady", "running and ready",
+                   lambda p: ready(p) and all(running(p, n) for n in NAMES))
+    uid = p.metadata.uid
+    statuses = tuple((n, st.container_id, st.restart_count)
+                     for n in NAMES if (st := ctr_status(got, n)) is not None)
+    return Seen(tuple(s.id for s in cri_sandboxes(node.daemon, uid)),
+                tuple((c.metadata.name, c.id, c.metadata.attempt)
+                      for c in cri_containers(node.daemon, uid)), statuses)
+
+
+def probe_runs(runs: Path) -> int:
+    return len(runs.read_text().splitlines()) if runs.exists() else 0
+
+
+def wait_for_probes_after(runs: Path, before: int) -> None:
+    """Three more probe runs: the kubelet has synced the pod several times since."""
+    poll("the readiness probe to run again through pycri", lambda: probe_runs(runs) >= before + 3)
+
+
+def test_kubelet_restart_restarts_no_container(node: Node, steady: tuple[V1Pod, Path]) -> None:
+    p, runs = steady
+    k = node.kubelet
+    before = seen(node, k, p)
+    k.stop()
+    stopped_at = probe_runs(runs)
+    k.start(**k.overrides)
+    wait_for_probes_after(runs, stopped_at)
+    assert seen(node, k, p) == before
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["SIGTERM", "SIGKILL"])
+def test_pycri_restart_restarts_no_container(node: Node, steady: tuple[V1Pod, Path],
+                                            kill: bool) -> None:
+    p, runs = steady
+    k = node.kubelet
+    before = seen(node, k, p)
+    node.daemon.restart(kill=kill)
+    wait_for_probes_after(runs, probe_runs(runs))
+    assert seen(node, k, p) == before
+    assert k.proc is not None and k.proc.poll() is None
