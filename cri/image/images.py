@@ -105,6 +105,29 @@ def foreign_layer_message(desc: mf.Descriptor, image: str) -> str:
             "not download foreign layers")
 
 
+def name_of(rec: ImageRecord, *asked: str) -> str:
+    """A name of ``rec`` for a container's status, the "Image:" a user reads: the first of
+    ``asked`` that is one of its tags or digests (normalised, as containerd and CRI-O show
+    it), else its first tag or digest, else "" (an image known by its id alone). The
+    kubelet creates containers by image id and names the user's image apart
+    (ImageSpec.user_specified_image)."""
+    for name in asked:
+        want = _normalized(name) if image_id(name) is None else None
+        if want is not None and (want in rec.repo_tags or want in rec.repo_digests):
+            return want
+    return next(iter(rec.repo_tags + rec.repo_digests), "")
+
+
+def _normalized(name: str) -> str | None:
+    """``name`` as the store keeps tags and digests (registry and tag filled in), or None when
+    it is no image reference."""
+    try:
+        ref = parse(name).normalize()
+    except InvalidReference:
+        return None
+    return str(ref) if ref.digest is None else f"{ref.name}@{ref.digest}"
+
+
 class Images:
     def __init__(self, root: Path, registries_conf: Path, pause_image: str = "",
                  client: RegistryClient | None = None) -> None:
@@ -152,12 +175,8 @@ class Images:
         full = image_id(spec)
         if full is not None and full in self.store.images:
             return self.store.images[full]
-        try:
-            ref = parse(spec).normalize()
-        except InvalidReference:
-            ref = None
-        if ref is not None:
-            want = str(ref) if ref.digest is None else f"{ref.name}@{ref.digest}"
+        want = _normalized(spec)
+        if want is not None:
             for rec in self.store.images.values():
                 if want in rec.repo_tags or want in rec.repo_digests:
                     return rec

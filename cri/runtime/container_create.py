@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cri.api import api_pb2
 from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri.image.images import name_of
 from cri.image.manifest import ImageConfig, parse_image_config
 from cri.image.rootfs import mount_rootfs, unmount
 from cri.image.store import ImageRecord
@@ -257,6 +258,7 @@ def _meta(ctr_id: str, name: str, pod: Sandbox, config: api_pb2.ContainerConfig,
         stop_signal=stop_signal, uid=ident.uid, gid=ident.gid,
         additional_gids=list(ident.additional_gids), username=ident.username,
         pid_namespace=pid_mode, image_mounts=image_mounts,
+        image_name=name_of(rec, config.image.user_specified_image, config.image.image),
     )
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 
 from cri.api import api_pb2
+from cri.image.reference import image_id
 from cri.runtime.daemon import Runtime
 from cri.store.container import STATE_VALUES, Container
 from sandbox.oci.signals import signal_name
@@ -14,8 +15,14 @@ log = logging.getLogger(__name__)
 
 
 def image_spec(ctr: Container) -> api_pb2.ImageSpec:
+    """The image as the pod's status shows it: by name, as containerd and CRI-O report it,
+    also when the client created the container by image id (the kubelet does: without this
+    every container's "Image:" was a sha256 id)."""
     img = ctr.config.image
-    return api_pb2.ImageSpec(image=ctr.meta.image, annotations=img.annotations,
+    shown = ctr.meta.image
+    if image_id(shown) is not None and ctr.meta.image_name:
+        shown = ctr.meta.image_name
+    return api_pb2.ImageSpec(image=shown, annotations=img.annotations,
                              user_specified_image=img.user_specified_image or ctr.meta.image,
                              runtime_handler=img.runtime_handler)
 

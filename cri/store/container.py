@@ -70,6 +70,9 @@ class ContainerMeta:
     username: str
     pid_namespace: str  # "container", "pod", "node" or "target"
     image_mounts: dict[str, str] = field(default_factory=dict)  # container path -> image id
+    # A name of the image, chosen at create (Images.name_of): ContainerStatus reports it where
+    # the client named the image by id ("" in state written before it existed).
+    image_name: str = ""
 
 
 @dataclass

@@ -173,3 +173,24 @@ def test_image_in_use_cannot_be_removed(pod: Pod, image: str) -> None:
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "user" in (err.value.details() or "")
     pod.remove_container(ctr)
+
+
+def test_container_created_by_image_id_is_shown_by_name(pod: Pod, image: str) -> None:
+    """The kubelet creates containers by image id and names the user's image in
+    user_specified_image: the status shows the name (kubectl's "Image:"), as containerd and
+    CRI-O do, not the id; the image id and digest stay in image_id and image_ref."""
+    image_id = pod.daemon.image().ImageStatus(api_pb2.ImageStatusRequest(
+        image=api_pb2.ImageSpec(image=IMAGE)), timeout=10).image.id
+    cfg = pod.container_config("by-id", ["true"])
+    cfg.image.CopyFrom(api_pb2.ImageSpec(image=image_id, user_specified_image=IMAGE))
+    ctr = pod.create(cfg)
+    st = pod.status(ctr).status
+    assert (st.image.image, st.image.user_specified_image) == (IMAGE, IMAGE)
+    assert st.image_id == image_id and st.image_ref.startswith("ctr.test/busybox@sha256:")
+    listed = pod.rt.ListContainers(api_pb2.ListContainersRequest(
+        filter=api_pb2.ContainerFilter(id=ctr)), timeout=10).containers
+    assert [c.image.image for c in listed] == [IMAGE]
+    # Named by id alone (crictl create with an id): a name of the image all the same.
+    cfg = pod.container_config("by-id-only", ["true"])
+    cfg.image.CopyFrom(api_pb2.ImageSpec(image=image_id))
+    assert pod.status(pod.create(cfg)).status.image.image == IMAGE

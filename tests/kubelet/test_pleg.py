@@ -15,6 +15,7 @@ import pytest
 from kubernetes.client import V1Pod
 
 from cri.api import api_pb2
+from tests.e2e.containers import IMAGE
 from tests.kubelet.conftest import Node, StaticPods
 from tests.kubelet.node import NAMESPACE, NODE, Kubelet, all_hierarchies
 from tests.kubelet.pods import (
@@ -76,6 +77,9 @@ def test_pod_starts(kubelet: Kubelet, node: Node, pleg: dict[str, V1Pod]) -> Non
                  lambda p: running(p, "app") and ready(p))
     st = ctr_status(p, "app")
     assert st is not None and st.restart_count == 0
+    # kubectl's "Image:" is the image's name (the kubelet created the container by image id)
+    # and "Image ID:" its digest.
+    assert st.image == IMAGE and st.image_id.startswith("ctr.test/busybox@sha256:")
     uid = pleg["steady"].metadata.uid
     [ctr] = cri_containers(node.daemon, uid, "app")
     assert ctr.state == api_pb2.ContainerState.CONTAINER_RUNNING

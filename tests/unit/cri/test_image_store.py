@@ -101,3 +101,25 @@ def test_an_image_with_120_layers_mounts(tmp_path: Path) -> None:
     finally:
         unmount(ro)
         unmount(rw)
+
+
+def test_name_of_an_image_for_container_status() -> None:
+    from cri.image.images import name_of
+
+    rec = ImageRecord(id="sha256:" + "a" * 64, config_digest="sha256:" + "a" * 64,
+                      manifest_digest="sha256:" + "b" * 64,
+                      repo_tags=["docker.io/library/busybox:latest", "ctr.test/bb:1"],
+                      repo_digests=["docker.io/library/busybox@sha256:" + "b" * 64])
+    # The name the user asked for, normalised as the store keeps it.
+    assert name_of(rec, "busybox") == "docker.io/library/busybox:latest"
+    assert name_of(rec, "ctr.test/bb:1", "busybox") == "ctr.test/bb:1"
+    assert name_of(rec, "busybox@sha256:" + "b" * 64) == f"docker.io/library/busybox@sha256:{'b' * 64}"
+    # An id, a name of another image, or nothing: the image's own first tag.
+    assert name_of(rec, rec.id) == "docker.io/library/busybox:latest"
+    assert name_of(rec, "other:2", "") == "docker.io/library/busybox:latest"
+    assert name_of(rec, "Not A Reference!") == "docker.io/library/busybox:latest"
+    # Known by digest only, then by id only.
+    rec.repo_tags = []
+    assert name_of(rec) == f"docker.io/library/busybox@sha256:{'b' * 64}"
+    rec.repo_digests = []
+    assert name_of(rec, "busybox") == ""
