@@ -4,6 +4,7 @@ independent), each test watches its own."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 from kubernetes.client import (
     V1EmptyDirVolumeSource,
     V1ExecAction,
+    V1HostPathVolumeSource,
+    V1Lifecycle,
+    V1LifecycleHandler,
     V1Pod,
     V1Probe,
     V1ResourceRequirements,
@@ -26,6 +30,7 @@ from tests.kubelet.pods import (
     cri_containers,
     ctr_status,
     pod,
+    poll,
     ready,
     running,
     wait_log,
@@ -81,7 +86,10 @@ def _shared() -> V1Pod:
 
 
 def _exits(name: str, policy: str, code: int) -> V1Pod:
-    return pod(name, container("app", ["sh", "-c", f"exit {code}"]), restart_policy=policy)
+    # The kubelet takes the message of a failed container from the end of its log.
+    return pod(name, container("app", ["sh", "-c", f"echo ended with {code}; exit {code}"],
+                               termination_message_policy="FallbackToLogsOnError"),
+               restart_policy=policy)
 
 
 def _on_failure() -> V1Pod:
@@ -92,7 +100,21 @@ def _on_failure() -> V1Pod:
 
 
 def _crash() -> V1Pod:
-    return pod("crash", container("app", ["sh", "-c", "echo crashing; exit 1"]))
+    # The kubelet mounts a file of the pod's at /dev/termination-log and reads it back.
+    cmd = "echo crashing; echo last words > /dev/termination-log; exit 1"
+    return pod("crash", container("app", ["sh", "-c", cmd]))
+
+
+def _slow_probe(runs: Path) -> V1Pod:
+    # Each probe run outlives its 1 s timeout: the kubelet's ExecSync deadline must end it.
+    # Every run leaves a line in a host file.
+    probe = exec_probe("sh", "-c", "echo run >> /runs/probe; exec sleep 30")
+    probe.timeout_seconds = 1
+    mount = V1VolumeMount(name="runs", mount_path="/runs")
+    return pod("slowprobe", container("app", ["sleep", "1000"], readiness_probe=probe,
+                                      volume_mounts=[mount]),
+               volumes=[V1Volume(name="runs", host_path=V1HostPathVolumeSource(
+                   path=str(runs), type="DirectoryOrCreate"))])
 
 
 def _oom() -> V1Pod:
@@ -107,7 +129,8 @@ def started(node: Node) -> Iterator[dict[str, V1Pod]]:
     node.kubelet.ensure()
     pods = StaticPods(node)
     made = [_liveness(), _readiness(), _init(), _shared(), _exits("never-ok", "Never", 0),
-            _exits("never-fails", "Never", 3), _on_failure(), _crash(), _oom()]
+            _exits("never-fails", "Never", 3), _on_failure(), _crash(), _oom(),
+            _slow_probe(node.kubelet.base / "slowprobe")]
     pods.add(*made)
     try:
         yield {p.metadata.name: p for p in made}
@@ -170,6 +193,8 @@ def test_restart_policy_never(kubelet: Kubelet, node: Node, started: dict[str, V
     st = ctr_status(p, "app")
     assert st is not None and st.state.terminated is not None and st.restart_count == 0
     assert st.state.terminated.exit_code == code
+    # FallbackToLogsOnError: the log's tail for a failure, nothing for a success.
+    assert st.state.terminated.message == (f"ended with {code}\n" if code else None)
     attempts = cri_containers(node.daemon, started[name].metadata.uid, "app")
     assert [(c.metadata.attempt, c.state) for c in attempts] == [
         (0, api_pb2.ContainerState.CONTAINER_EXITED)]
@@ -195,8 +220,11 @@ def test_exiting_container_is_restarted_with_back_off(kubelet: Kubelet, node: No
     assert st is not None and "back-off" in (st.state.waiting.message or "")
     assert st.last_state.terminated is not None
     assert (st.last_state.terminated.exit_code, st.last_state.terminated.reason) == (1, "Error")
+    assert st.last_state.terminated.message == "last words\n"
+    # pycri keeps the exited attempts the kubelet has not removed (the next may be starting).
     attempts = cri_containers(node.daemon, started["crash"].metadata.uid, "app")
-    assert attempts and all(c.state == api_pb2.ContainerState.CONTAINER_EXITED for c in attempts)
+    assert any(c.state == api_pb2.ContainerState.CONTAINER_EXITED and c.metadata.attempt >= 1
+               for c in attempts), attempts
 
 
 def test_container_over_its_memory_limit_is_oom_killed(kubelet: Kubelet, node: Node,
@@ -219,3 +247,45 @@ def test_container_over_its_memory_limit_is_oom_killed(kubelet: Kubelet, node: N
     limits = [int((pod_cgroups[0] / f"pycri-{c.id}" / "memory.limit_in_bytes").read_text())
               for c in attempts]
     assert limits == [32 * 1024 * 1024] * len(attempts)
+
+
+def test_probe_that_outlives_its_timeout_is_ended(kubelet: Kubelet,
+                                                 started: dict[str, V1Pod]) -> None:
+    """A probe command is killed at the probe's timeout (ExecSync answers DeadlineExceeded):
+    the container never becomes ready and the timed-out runs do not pile up in it."""
+    wait_pod(kubelet, "slowprobe", "running", lambda p: running(p, "app"))
+    runs = kubelet.base / "slowprobe" / "probe"
+    poll("three probe runs", lambda: runs.exists() and len(runs.read_text().splitlines()) >= 3)
+    p = kubelet.pod("slowprobe")
+    assert p is not None and not ready(p)
+    ps = kubelet.run("slowprobe", "app", "ps -o pid,args")
+    # At most the run in progress.
+    assert len([line for line in ps.splitlines() if "sleep 30" in line]) <= 1, ps
+
+
+def test_post_start_and_pre_stop_hooks_run(kubelet: Kubelet, static_pods: StaticPods) -> None:
+    """Both hooks run in the container (ExecSync): postStart before the kubelet reports it
+    running, preStop when its manifest goes, before the container is stopped."""
+    hooks = kubelet.base / f"hooks-{uuid.uuid4().hex[:6]}"
+
+    def hook(name: str) -> V1LifecycleHandler:
+        return V1LifecycleHandler(_exec=V1ExecAction(
+            command=["sh", "-c", f"echo {name} ran > /hooks/{name}"]))
+
+    # The shell ends on SIGTERM as soon as its current sleep is over.
+    app = container("app", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+                    lifecycle=V1Lifecycle(post_start=hook("post-start"),
+                                          pre_stop=hook("pre-stop")),
+                    volume_mounts=[V1VolumeMount(name="hooks", mount_path="/hooks")])
+    p = pod("hooks", app, termination_grace_period_seconds=30,
+            volumes=[V1Volume(name="hooks", host_path=V1HostPathVolumeSource(
+                path=str(hooks), type="DirectoryOrCreate"))])
+    static_pods.add(p)
+    wait_pod(kubelet, "hooks", "running", lambda p: running(p, "app"))
+    assert (hooks / "post-start").read_text() == "post-start ran\n"
+    assert not (hooks / "pre-stop").exists()
+    kubelet.remove("hooks")
+    # The pod leaves the kubelet's list at once; its containers are stopped after.
+    pre_stop = hooks / "pre-stop"
+    poll("the preStop hook to run",
+         lambda: pre_stop.exists() and pre_stop.read_text() == "pre-stop ran\n")
