@@ -120,6 +120,7 @@ async def serve(config: Config) -> int:
         log.info("shutting down: finishing in-flight calls (up to %.0fs); pods keep running",
                  config.api.shutdown_grace)
     finally:
+        runtime.events.close()  # event streams never finish: the grace is for real work
         await server.stop(config.api.shutdown_grace)
         await runtime.close()
         with contextlib.suppress(FileNotFoundError):

@@ -21,9 +21,12 @@ import pytest
 from cri.api import api_pb2, api_pb2_grpc
 from tests.e2e.containers import (
     Pod,
+    new_pod,
     pods,
     pull,
     push_configured_image,
+    remove_pod,
+    start_registry,
     wait_for_log,
     wait_until,
 )
@@ -446,6 +449,34 @@ def test_events_of_containers_that_exit_at_once_stay_in_order(pod: Pod) -> None:
             assert types == LIFECYCLE, f"round {i}: {[E.Name(t) for t in types]}"
     finally:
         reader.close()
+
+
+def test_sigterm_ends_event_streams_at_once(tmp_path: Path) -> None:
+    """A kubelet with the Evented PLEG keeps a GetContainerEvents stream open for good: on
+    SIGTERM the daemon ends it (UNAVAILABLE) instead of waiting out its grace period for it
+    (every stop of a node's pycri took the whole grace, 10 s by default)."""
+    d = Daemon.new()
+    d.config_path.write_text(d.config_path.read_text().replace(
+        "[pycri.api]\n", "[pycri.api]\nshutdown_grace = 600.0\n"))
+    reg, _ = start_registry(d)
+    try:
+        d.start()
+        pull(d)
+        pod = new_pod(d, tmp_path)
+        reader = EventReader(d)
+        _subscribed(pod, reader.next)
+        remove_pod(pod)
+        try:
+            d.stop()  # waits 30 s at most: far less than the grace
+        except subprocess.TimeoutExpired:
+            d.stop(kill=True)
+            raise AssertionError("SIGTERM waited for the open event stream") from None
+        reader.thread.join(30)
+        assert reader.error is not None
+        assert reader.error.code() == grpc.StatusCode.UNAVAILABLE, reader.error
+    finally:
+        reg.stop()
+        d.cleanup()
 
 
 def test_unread_event_stream_does_not_block_the_daemon(pod: Pod) -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 import pytest
 
 from cri.api import api_pb2
-from cri.errors import ResourceExhausted
+from cri.errors import ResourceExhausted, Unavailable
 from cri.runtime.events import QUEUE_LIMIT, EventBus
 
 Stream = AsyncGenerator[api_pb2.ContainerEventResponse, None]
@@ -143,3 +143,23 @@ def test_cancelling_a_waiting_stream_unsubscribes() -> None:
 
 def test_default_limit() -> None:
     assert EventBus().limit == QUEUE_LIMIT == 1024
+
+
+async def _close_ends_streams() -> None:
+    bus = EventBus()
+    a, a_first = await subscribed(bus)
+    b, b_first = await subscribed(bus)
+    bus.close()
+    for first in (a_first, b_first):
+        with pytest.raises(Unavailable):
+            await first
+    assert bus.subscribers == 0
+    bus.publish(event(1))  # nobody left to tell; nothing queued
+    with pytest.raises(Unavailable):
+        await anext(bus.subscribe())
+    for stream in (a, b):
+        await stream.aclose()
+
+
+def test_close_ends_every_stream_and_refuses_new_ones() -> None:
+    asyncio.run(_close_ends_streams())
