@@ -42,12 +42,16 @@ class Seen:
 @pytest.fixture(scope="module")
 def steady(node: Node) -> Iterator[tuple[V1Pod, Path]]:
     node.kubelet.ensure()
-    probes = node.kubelet.base / "probes"
+    probes = probes_dir(node.kubelet)
     probes.mkdir(exist_ok=True)
     mount = V1VolumeMount(name="probes", mount_path="/probes")
     probe = V1Probe(_exec=V1ExecAction(command=["sh", "-c", "echo ran >> /probes/runs"]),
                     period_seconds=1, failure_threshold=1)
+    # An init container too: a kubelet that finds it gone (or pycri that forgot it after a
+    # kill -9) would run it again before the app, and write its line again.
+    init = container("init", ["sh", "-c", "echo init >> /probes/init"], volume_mounts=[mount])
     p = pod("steady", *(container(n, ["sleep", "1000"], volume_mounts=[mount]) for n in NAMES),
+            init_containers=[init],
             volumes=[V1Volume(name="probes", host_path=V1HostPathVolumeSource(path=str(probes)))])
     p.spec.containers[0].readiness_probe = probe
     pods = StaticPods(node)
@@ -64,9 +68,17 @@ def seen(node: Node, kubelet: Kubelet, p: V1Pod) -> Seen:
     uid = p.metadata.uid
     statuses = tuple((n, st.container_id, st.restart_count)
                      for n in NAMES if (st := ctr_status(got, n)) is not None)
+    init = ctr_status(got, "init", init=True)
+    assert init is not None and init.state.terminated is not None
+    statuses += (("init", init.container_id, init.restart_count),)
+    assert (probes_dir(kubelet) / "init").read_text() == "init\n"
     return Seen(tuple(s.id for s in cri_sandboxes(node.daemon, uid)),
                 tuple((c.metadata.name, c.id, c.metadata.attempt)
                       for c in cri_containers(node.daemon, uid)), statuses)
+
+
+def probes_dir(kubelet: Kubelet) -> Path:
+    return kubelet.base / "probes"
 
 
 def probe_runs(runs: Path) -> int:
