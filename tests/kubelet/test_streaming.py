@@ -5,6 +5,7 @@ SPDY tunnelled in WebSocket) before it reaches pycri's streaming server."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.parse
 from collections.abc import Iterator
@@ -199,3 +200,46 @@ def test_port_forward_over_spdy_tunnelled_in_websocket(kubelet: Kubelet, streams
 
 def test_run_reads_the_command_from_the_query(kubelet: Kubelet, streams: V1Pod) -> None:
     assert kubelet.run("streams", "shell", "echo via-run") == "via-run\n"
+
+
+def test_exec_copies_megabytes_both_ways(kubelet: Kubelet, streams: V1Pod) -> None:
+    """What kubectl cp does: a tar stream in through stdin, another out through stdout."""
+    payload = bytes(range(256)) * (4 * 4096)  # 4 MiB
+    digest = hashlib.sha256(payload).hexdigest()
+    c = spdy_session(exec_url(kubelet, "cat > /tmp/blob; sha256sum /tmp/blob; cat /tmp/blob"),
+                     SPDY_EXEC)
+    err = c.open({"streamType": "error"})
+    out = c.open({"streamType": "stdout"})
+    c.open({"streamType": "stderr"})
+    stdin = c.open({"streamType": "stdin"})
+    c.conn.send_data(stdin, payload, fin=True)
+    c.flush()
+    c.pump(lambda: err in c.closed and out in c.closed)
+    got = bytes(c.data[out])
+    line, _, rest = got.partition(b"\n")
+    assert line.split()[0].decode() == digest
+    assert rest == payload
+    assert json.loads(bytes(c.data[err]))["status"] == "Success"
+
+
+def test_exec_with_a_terminal_and_resize_over_websocket(kubelet: Kubelet, streams: V1Pod) -> None:
+    """v5 through the kubelet's translator: the resize channel reaches pycri as a SPDY resize
+    stream and the shell sees the size."""
+    target = url(kubelet, "exec", "shell", command="sh", input=1, output=1, tty=1)
+    c = WsClient.connect(target, WS_EXEC)
+    c.send(4, json.dumps({"Width": 123, "Height": 45}).encode())
+    c.send(0, b'for i in $(seq 50); do [ "$(stty size)" = "45 123" ] && break; sleep 0.1; done; '
+              b"stty size; exit\n")
+    c.run_to_close()
+    assert b"45 123" in c.channel(1)
+    assert json.loads(c.channel(3))["status"] == "Success"
+
+
+def test_port_forward_to_a_closed_port_reports_the_error(kubelet: Kubelet, streams: V1Pod
+                                                         ) -> None:
+    c = spdy_session(url(kubelet, "portForward"), "portforward.k8s.io")
+    err = c.open({"streamType": "error", "port": "8081", "requestID": "1"})
+    data = c.open({"streamType": "data", "port": "8081", "requestID": "1"})
+    c.pump(lambda: err in c.closed and bool(c.data[err]))
+    assert b"8081" in bytes(c.data[err]), bytes(c.data[err])
+    assert not c.data[data]
