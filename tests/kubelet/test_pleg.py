@@ -6,16 +6,18 @@ move). Then the removal of the manifests: nothing of the pods may stay on the no
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kubernetes.client import V1Pod
+from kubernetes.client import V1ContainerPort, V1Pod
 
 from cri.api import api_pb2
 from tests.e2e.containers import IMAGE
+from tests.fixtures.registry import free_port
 from tests.kubelet.conftest import Node, StaticPods
 from tests.kubelet.node import NAMESPACE, NODE, Kubelet, all_hierarchies
 from tests.kubelet.pods import (
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.kubelet
 # Container GC removes the sandboxes of deleted pods: it runs once a minute.
 GC_WAIT = 150.0
 NETNS = Path("/var/run/netns")
+HOST_PORT = free_port()
 PLEGS = {"generic": {}, "evented": {"featureGates": {"EventedPLEG": True}}}
 
 
@@ -43,7 +46,10 @@ def pleg(node: Node, request: pytest.FixtureRequest) -> Iterator[dict[str, V1Pod
     started again, restartPolicy Always)."""
     node.kubelet.ensure(**PLEGS[request.param])
     pods = StaticPods(node)
-    made = {"steady": pod("steady", container("app", ["sleep", "1000"])),
+    web = "echo steady > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"
+    made = {"steady": pod("steady", container(
+                "app", ["sh", "-c", web],
+                ports=[V1ContainerPort(container_port=8080, host_port=HOST_PORT)])),
             "exits": pod("exits", container("app", ["sh", "-c", "echo run; exit 0"]))}
     pods.add(*made.values())
     try:
@@ -87,6 +93,19 @@ def test_pod_starts(kubelet: Kubelet, node: Node, pleg: dict[str, V1Pod]) -> Non
     [sandbox] = cri_sandboxes(node.daemon, uid)
     assert sandbox.state == api_pb2.PodSandboxState.SANDBOX_READY
     assert p.status.pod_ip and p.status.pod_ip == pod_ip(node, sandbox.id)
+    # The hostPort (CNI portmap) answers on the node's address on the pod network.
+    gateway = node.daemon.subnet.rsplit(".", 1)[0] + ".1"
+    body = poll("the hostPort to answer", lambda: fetch(gateway, HOST_PORT))
+    assert body.endswith(b"steady\n")
+
+
+def fetch(host: str, port: int) -> bytes | None:
+    try:
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            return b"".join(iter(lambda: s.recv(65536), b""))
+    except OSError:
+        return None
 
 
 def pod_ip(node: Node, sandbox_id: str) -> str:
@@ -111,9 +130,12 @@ def test_removal_leaves_nothing(kubelet: Kubelet, node: Node, pleg: dict[str, V1
     for p in pleg.values():
         wait_pod(kubelet, p.metadata.name, "known to the kubelet", lambda p: True)
     known = [Known.of(node, p) for p in pleg.values()]
-    for k in known:
-        assert k.sandboxes and k.ips, k  # what the checks below look for
-        assert all(leftovers(node, kubelet, k).values()), leftovers(node, kubelet, k)
+    for k in known:  # what the checks below look for is there while the pods run
+        assert k.sandboxes and k.ips, k
+        present = leftovers(node, kubelet, k)
+        if k.name != "steady":
+            present.pop("iptables rules")  # only the steady pod has a hostPort
+        assert all(present.values()), present
     assert bridge_ports(node)
     for p in pleg.values():
         kubelet.remove(p.metadata.name)
@@ -172,6 +194,9 @@ def leftovers(node: Node, kubelet: Kubelet, k: Known) -> dict[str, list[str]]:
                for c in glob(h / kubelet.cgroup_root.lstrip("/"), f"kubepods/**/pod{k.uid}")]
     state = [str(x) for top in (d.root, d.runroot) for kind in ("sandboxes", "containers")
              for x in glob(top / kind, "*") if x.name in k.ids]
+    rules = [line for line in subprocess.run(["iptables-save"], capture_output=True,
+                                             text=True).stdout.splitlines()
+             if any(s in line for s in k.sandboxes)]
     dirs = [str(x) for x in (kubelet.root_dir / "pods" / k.uid,
                              kubelet.pod_logs / f"{NAMESPACE}_{k.name}-{NODE}_{k.uid}")
             if x.exists()]
@@ -179,6 +204,7 @@ def leftovers(node: Node, kubelet: Kubelet, k: Known) -> dict[str, list[str]]:
             "listed by pycri": [s.id for s in cri_sandboxes(d, k.uid)]
             + [c.id for c in cri_containers(d, k.uid)],
             "mounts": mounts, "netns": netns, "IP leases": leases, "cgroups": cgroups,
+            "iptables rules": rules,
             "pycri state": state, "kubelet dirs": dirs}
 
 
