@@ -3,7 +3,6 @@ what the kubelet reports about them."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -17,7 +16,7 @@ from kubernetes.client import (
 )
 
 from cri.api import api_pb2
-from tests.e2e.containers import IMAGE
+from tests.e2e.containers import IMAGE, wait_until
 from tests.e2e.helpers import Daemon
 from tests.kubelet.node import NAMESPACE, Kubelet
 
@@ -40,15 +39,9 @@ def pod(name: str, *containers: V1Container, **spec: Any) -> V1Pod:
 
 
 def poll(what: str, check: Callable[[], T | None], timeout: float = WAIT) -> T:
-    """``check()`` until it returns something truthy, which is returned."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
+    """``check()`` until it returns something truthy, which is returned (the e2e tests' wait,
+    with the suite's bound)."""
+    return wait_until(what, check, timeout)
 
 
 def wait_pod(kubelet: Kubelet, name: str, what: str, check: Callable[[V1Pod], object],

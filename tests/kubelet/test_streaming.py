@@ -12,13 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes.client import V1Pod
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request
+from wsproto.events import BytesMessage
 
-from tests.e2e.helpers import connect
 from tests.e2e.stream_clients import (
     SPDY_EXEC,
-    WAIT,
     WS_EXEC,
     SpdyClient,
     WsClient,
@@ -154,42 +151,17 @@ class TunnelledSocket:
     the part of a socket SpdyClient uses."""
 
     def __init__(self, target: str) -> None:
-        u = urllib.parse.urlsplit(target)
-        self.sock = connect(u.hostname, u.port, WAIT, tls=True)
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.pending = b""
-        self.accepted = self.closed = False
-        self.sock.sendall(self.ws.send(Request(
-            host=u.netloc, target=u.path, subprotocols=["SPDY/3.1+portforward.k8s.io"])))
-        while not self.accepted:
-            assert not self.closed, "the kubelet refused the tunnel"
-            self._read()
-
-    def _read(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            self.closed = True
-            return
-        self.ws.receive_data(data)
-        for ev in self.ws.events():
-            if isinstance(ev, AcceptConnection):
-                self.accepted = True
-            elif isinstance(ev, BytesMessage):
-                self.pending += bytes(ev.data)
-            elif isinstance(ev, CloseConnection):
-                self.closed = True
+        self.ws = WsClient.connect(target, "SPDY/3.1+portforward.k8s.io")
 
     def sendall(self, data: bytes) -> None:
-        self.sock.sendall(self.ws.send(BytesMessage(data)))
+        self.ws.sock.sendall(self.ws.ws.send(BytesMessage(data)))
 
     def recv(self, _: int) -> bytes:
-        while not self.pending and not self.closed:
-            self._read()
-        out, self.pending = self.pending, b""
+        """The next messages' bytes; b"" once the tunnel closed."""
+        self.ws.pump_until(lambda: bool(self.ws.frames))
+        out = b"".join(self.ws.frames)
+        self.ws.frames.clear()
         return out
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_port_forward_over_spdy_tunnelled_in_websocket(kubelet: Kubelet, streams: V1Pod) -> None:
