@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kubernetes.client import V1ContainerPort, V1Pod
+from kubernetes.client import V1ContainerPort, V1Pod, V1ResourceRequirements
 
 from cri.api import api_pb2
 from tests.e2e.containers import IMAGE
@@ -37,6 +37,7 @@ pytestmark = pytest.mark.kubelet
 GC_WAIT = 150.0
 NETNS = Path("/var/run/netns")
 HOST_PORT = free_port()
+LIMIT = {"memory": "32Mi"}
 PLEGS = {"generic": {}, "evented": {"featureGates": {"EventedPLEG": True}}}
 
 
@@ -50,7 +51,11 @@ def pleg(node: Node, request: pytest.FixtureRequest) -> Iterator[dict[str, V1Pod
     made = {"steady": pod("steady", container(
                 "app", ["sh", "-c", web],
                 ports=[V1ContainerPort(container_port=8080, host_port=HOST_PORT)])),
-            "exits": pod("exits", container("app", ["sh", "-c", "echo run; exit 0"]))}
+            "exits": pod("exits", container("app", ["sh", "-c", "echo run; exit 0"])),
+            # Under the Evented PLEG the kubelet takes the container's end, reason included,
+            # from the event alone.
+            "oom": pod("oom", container("hog", ["tail", "/dev/zero"],
+                                        resources=V1ResourceRequirements(limits=LIMIT)))}
     pods.add(*made.values())
     try:
         yield made
@@ -124,6 +129,17 @@ def test_exited_container_is_started_again(kubelet: Kubelet, node: Node,
                                                                                      "Completed")
     attempts = cri_containers(node.daemon, pleg["exits"].metadata.uid, "app")
     assert attempts and attempts[-1].metadata.attempt >= 2
+
+
+def test_oom_kill_is_reported(kubelet: Kubelet, pleg: dict[str, V1Pod]) -> None:
+    def oom_killed(p: V1Pod) -> bool:
+        st = ctr_status(p, "hog")
+        return bool(st is not None and st.restart_count >= 1 and st.last_state.terminated
+                    is not None and st.last_state.terminated.reason == "OOMKilled")
+
+    p = wait_pod(kubelet, "oom", "restarted after an OOM kill", oom_killed)
+    st = ctr_status(p, "hog")
+    assert st is not None and st.last_state.terminated.exit_code == 137
 
 
 def test_removal_leaves_nothing(kubelet: Kubelet, node: Node, pleg: dict[str, V1Pod]) -> None:
