@@ -99,3 +99,9 @@ def cri_sandboxes(daemon: Daemon, pod_uid: str) -> list[api_pb2.PodSandbox]:
     req = api_pb2.ListPodSandboxRequest(filter=api_pb2.PodSandboxFilter(
         label_selector={"io.kubernetes.pod.uid": pod_uid}))
     return list(daemon.runtime().ListPodSandbox(req, timeout=10).items)
+
+
+def pod_ip(daemon: Daemon, sandbox_id: str) -> str:
+    st = daemon.runtime().PodSandboxStatus(
+        api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id), timeout=10).status
+    return str(st.network.ip)

@@ -26,6 +26,7 @@ from tests.kubelet.pods import (
     cri_sandboxes,
     ctr_status,
     pod,
+    pod_ip,
     poll,
     ready,
     running,
@@ -97,7 +98,7 @@ def test_pod_starts(kubelet: Kubelet, node: Node, pleg: dict[str, V1Pod]) -> Non
     assert st.container_id == f"pycri://{ctr.id}"
     [sandbox] = cri_sandboxes(node.daemon, uid)
     assert sandbox.state == api_pb2.PodSandboxState.SANDBOX_READY
-    assert p.status.pod_ip and p.status.pod_ip == pod_ip(node, sandbox.id)
+    assert p.status.pod_ip and p.status.pod_ip == pod_ip(node.daemon, sandbox.id)
     # The hostPort (CNI portmap) answers on the node's address on the pod network.
     gateway = node.daemon.subnet.rsplit(".", 1)[0] + ".1"
     body = poll("the hostPort to answer", lambda: fetch(gateway, HOST_PORT))
@@ -111,12 +112,6 @@ def fetch(host: str, port: int) -> bytes | None:
             return b"".join(iter(lambda: s.recv(65536), b""))
     except OSError:
         return None
-
-
-def pod_ip(node: Node, sandbox_id: str) -> str:
-    st = node.daemon.runtime().PodSandboxStatus(
-        api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id), timeout=10).status
-    return str(st.network.ip)
 
 
 def test_exited_container_is_started_again(kubelet: Kubelet, node: Node,
@@ -188,7 +183,7 @@ class Known:
         node.sandboxes.update(sandboxes)
         ctrs = tuple(c.id for c in cri_containers(node.daemon, uid))
         return cls(p.metadata.name, uid, sandboxes, sandboxes + ctrs,
-                   tuple(pod_ip(node, s) for s in sandboxes))
+                   tuple(pod_ip(node.daemon, s) for s in sandboxes))
 
 
 def bridge_ports(node: Node) -> list[str]:

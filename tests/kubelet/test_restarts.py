@@ -5,6 +5,10 @@ pycri) runs again: each run adds a line to a file on the host."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client import V1ExecAction, V1HostPathVolumeSource, V1Pod, V1Probe, V1Volume, V1VolumeMount
 
+from cri.api import api_pb2
 from tests.kubelet.conftest import Node, StaticPods
 from tests.kubelet.node import Kubelet
 from tests.kubelet.pods import (
@@ -20,6 +25,7 @@ from tests.kubelet.pods import (
     cri_sandboxes,
     ctr_status,
     pod,
+    pod_ip,
     poll,
     ready,
     running,
@@ -111,3 +117,62 @@ def test_pycri_restart_restarts_no_container(node: Node, steady: tuple[V1Pod, Pa
     wait_for_probes_after(runs, probe_runs(runs))
     assert seen(node, k, p) == before
     assert k.proc is not None and k.proc.poll() is None
+
+
+def sandbox_pid(node: Node, sandbox_id: str) -> int:
+    resp = node.daemon.runtime().PodSandboxStatus(
+        api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True), timeout=10)
+    return int(json.loads(resp.info["info"])["pid"])
+
+
+def test_dead_pod_infra_makes_the_kubelet_recreate_the_pod(node: Node,
+                                                           static_pods: StaticPods) -> None:
+    """The pod's infra process dies (OOM, a stray kill): pycri reports the sandbox not ready,
+    and the kubelet kills the pod's containers and starts it again in a new sandbox."""
+    k = node.kubelet
+    p = pod("infra", container("app", ["sleep", "1000"]))
+    static_pods.add(p)
+    wait_pod(k, "infra", "running", lambda p: running(p, "app"))
+    uid = p.metadata.uid
+    [old] = cri_sandboxes(node.daemon, uid)
+    [first] = cri_containers(node.daemon, uid, "app")
+    os.kill(sandbox_pid(node, old.id), signal.SIGKILL)
+    poll("a new ready sandbox for the pod", lambda: any(
+        s.id != old.id and s.state == api_pb2.PodSandboxState.SANDBOX_READY
+        for s in cri_sandboxes(node.daemon, uid)))
+    got = wait_pod(k, "infra", "running in the new sandbox", lambda p: running(p, "app") and (
+        ctr_status(p, "app").container_id != f"pycri://{first.id}"))  # type: ignore[union-attr]
+    sandboxes = {s.id: s for s in cri_sandboxes(node.daemon, uid)}
+    assert sandboxes[old.id].state == api_pb2.PodSandboxState.SANDBOX_NOTREADY
+    new = next(s for s in sandboxes.values() if s.id != old.id)
+    assert new.metadata.attempt == old.metadata.attempt + 1
+    [now] = [c for c in cri_containers(node.daemon, uid, "app")
+             if c.state == api_pb2.ContainerState.CONTAINER_RUNNING]
+    assert now.pod_sandbox_id == new.id
+    assert got.status.pod_ip == pod_ip(node.daemon, new.id)
+
+
+def test_container_that_exits_while_pycri_is_down(node: Node, static_pods: StaticPods) -> None:
+    """Killed pycri misses the exit: conmon records it, the restarted pycri reads it, and the
+    kubelet sees the exit code and starts the container again."""
+    k = node.kubelet
+    flags = k.base / f"flags-{uuid.uuid4().hex[:6]}"
+    flags.mkdir()
+    mount = V1VolumeMount(name="flags", mount_path="/flags")
+    cmd = "[ -e /flags/exited ] && exec sleep 1000; until [ -e /flags/go ]; do sleep 0.1; done; " \
+          "touch /flags/exited; exit 5"
+    p = pod("exitdown", container("app", ["sh", "-c", cmd], volume_mounts=[mount]),
+            volumes=[V1Volume(name="flags", host_path=V1HostPathVolumeSource(path=str(flags)))])
+    static_pods.add(p)
+    wait_pod(k, "exitdown", "running", lambda p: running(p, "app"))
+    node.daemon.stop(kill=True)
+    try:
+        (flags / "go").touch()
+        poll("the container to exit", lambda: (flags / "exited").exists())
+    finally:
+        node.daemon.start()
+    got = wait_pod(k, "exitdown", "started again", lambda p: running(p, "app") and (
+        ctr_status(p, "app").restart_count == 1))  # type: ignore[union-attr]
+    st = ctr_status(got, "app")
+    assert st is not None and st.last_state.terminated is not None
+    assert (st.last_state.terminated.exit_code, st.last_state.terminated.reason) == (5, "Error")
