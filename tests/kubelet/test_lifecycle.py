@@ -124,13 +124,17 @@ def _oom() -> V1Pod:
                                 resources=V1ResourceRequirements(limits=limits, requests=limits)))
 
 
+def _missing_image() -> V1Pod:
+    return pod("noimage", container("app", ["true"], image="ctr.test/not-pushed:1"))
+
+
 @pytest.fixture(scope="module")
 def started(node: Node) -> Iterator[dict[str, V1Pod]]:
     node.kubelet.ensure()
     pods = StaticPods(node)
     made = [_liveness(), _readiness(), _init(), _shared(), _exits("never-ok", "Never", 0),
             _exits("never-fails", "Never", 3), _on_failure(), _crash(), _oom(),
-            _slow_probe(node.kubelet.base / "slowprobe")]
+            _slow_probe(node.kubelet.base / "slowprobe"), _missing_image()]
     pods.add(*made)
     try:
         yield {p.metadata.name: p for p in made}
@@ -289,3 +293,16 @@ def test_post_start_and_pre_stop_hooks_run(kubelet: Kubelet, static_pods: Static
     pre_stop = hooks / "pre-stop"
     poll("the preStop hook to run",
          lambda: pre_stop.exists() and pre_stop.read_text() == "pre-stop ran\n")
+
+
+def test_image_that_cannot_be_pulled(kubelet: Kubelet, started: dict[str, V1Pod]) -> None:
+    """The registry has no such image: the kubelet shows the pull error, then backs off."""
+    def backing_off(p: V1Pod) -> bool:
+        st = ctr_status(p, "app")
+        return bool(st is not None and st.state.waiting is not None
+                    and st.state.waiting.reason == "ImagePullBackOff")
+
+    p = wait_pod(kubelet, "noimage", "in ImagePullBackOff", backing_off)
+    st = ctr_status(p, "app")
+    assert st is not None and "ctr.test/not-pushed:1" in (st.state.waiting.message or "")
+    assert p.status.phase == "Pending"
