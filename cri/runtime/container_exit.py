@@ -1,5 +1,6 @@
 """What happens when conmon reports a container's exit: state, reason (OOMKilled when the
-kernel's OOM killer struck in its cgroup), and a STOPPED event."""
+kernel's OOM killer struck in its cgroup), and a STOPPED event; and the container events
+themselves, the pods' own included."""
 
 from __future__ import annotations
 
@@ -80,17 +81,37 @@ def publish(rt: Runtime, ctr: Container, kind: api_pb2.ContainerEventType.ValueT
     if not rt.events.subscribers:
         return
     from cri.runtime.container_status import status_message
-    from cri.runtime.sandbox_status import pod_sandbox_status
 
-    pod = rt.sandboxes.get(ctr.meta.pod_id)
-    event = api_pb2.ContainerEventResponse(
-        container_id=ctr.id, container_event_type=kind, created_at=time.time_ns(),
-        containers_statuses=[status_message(rt, c) for c in rt.containers.of_pod(ctr.meta.pod_id)],
-    )
+    event = _event(rt, ctr.meta.pod_id, ctr.id, kind)
     # A removed container is gone from the store; its last status still goes out.
     if all(s.id != ctr.id for s in event.containers_statuses):
-            event.containers_statuses.append(status_message(rt, ctr))
-    if pod is not None:
-        event.pod_sandbox_status.CopyFrom(pod_sandbox_status(rt, pod.id, False).status)
+        event.containers_statuses.append(status_message(rt, ctr))
     rt.events.publish(event)
 
+
+def publish_pod(rt: Runtime, pod_id: str, kind: api_pb2.ContainerEventType.ValueType,
+                status: api_pb2.PodSandboxStatus | None = None) -> None:
+    """An event about the pod sandbox itself (its id as the container id), as containerd sends
+    them: the kubelet's Evented PLEG learns of a sandbox's start, death and removal only so
+    (it relists every 300 s), and ignores an event without the sandbox's status: a removed
+    pod's last ``status`` is handed in."""
+    if not rt.events.subscribers:
+        return
+    event = _event(rt, pod_id, pod_id, kind)
+    if status is not None:
+        event.pod_sandbox_status.CopyFrom(status)
+    rt.events.publish(event)
+
+
+def _event(rt: Runtime, pod_id: str, subject: str, kind: api_pb2.ContainerEventType.ValueType
+           ) -> api_pb2.ContainerEventResponse:
+    from cri.runtime.container_status import status_message
+    from cri.runtime.sandbox_status import pod_sandbox_status
+
+    event = api_pb2.ContainerEventResponse(
+        container_id=subject, container_event_type=kind, created_at=time.time_ns(),
+        containers_statuses=[status_message(rt, c) for c in rt.containers.of_pod(pod_id)],
+    )
+    if rt.sandboxes.get(pod_id) is not None:
+        event.pod_sandbox_status.CopyFrom(pod_sandbox_status(rt, pod_id, False).status)
+    return event

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cri.api import api_pb2
 from cri.config import Config, ConfigError
 from cri.errors import NotFound, Unavailable
 from cri.image.images import Images
@@ -145,18 +146,21 @@ class Runtime:
         waiter = self._exit_waiters.pop(ctr_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(code)
+        from cri.runtime import container_exit
+
         pod = self.sandboxes.get(ctr_id)
         if pod is not None and pod.status.infra_exit_code is None:
             log.info("infra of pod sandbox %s exited with %d", ctr_id, code)
             pod.status.infra_exit_code = code
             pod.set_state(SandboxState.NOTREADY)
             self.sandboxes.save(pod)
+            # Died or stopped, the pod is not ready: the kubelet makes a new one if it must.
+            container_exit.publish_pod(self, pod.id,
+                                       api_pb2.ContainerEventType.CONTAINER_STOPPED_EVENT)
             return
         ctr = self.containers.get(ctr_id)
         if ctr is not None:
-            from cri.runtime.container_exit import container_exited
-
-            container_exited(self, ctr, code, exited_at)
+            container_exit.container_exited(self, ctr, code, exited_at)
 
     def _image_users(self, image_id: str) -> list[str]:
         return [c.meta.name for c in self.containers if c.meta.image_id == image_id

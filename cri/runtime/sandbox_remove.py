@@ -7,8 +7,11 @@ import asyncio
 import logging
 import shutil
 
+from cri.api import api_pb2
 from cri.runtime import container_remove, infra
+from cri.runtime.container_exit import publish_pod
 from cri.runtime.daemon import Runtime
+from cri.runtime.sandbox_status import pod_sandbox_status
 from cri.runtime.sandbox_stop import stop
 from cri.store.sandbox import Sandbox
 
@@ -21,8 +24,10 @@ async def remove_pod_sandbox(rt: Runtime, pod_id: str) -> None:
             log.info("RemovePodSandbox: %s not found; nothing to remove", pod_id)
             return
         await teardown(rt, pod)
+        last = pod_sandbox_status(rt, pod.id, False).status
         rt.sandboxes.delete(pod)
         rt.prune_stats()
+        publish_pod(rt, pod.id, api_pb2.ContainerEventType.CONTAINER_DELETED_EVENT, last)
     rt.forget_lock(pod.id)
     log.info("pod sandbox %s removed", pod.id)
 

@@ -21,6 +21,7 @@ from typing import Any
 from cri.api import api_pb2
 from cri.errors import FailedPrecondition, InvalidArgument
 from cri.runtime import infra, podspec
+from cri.runtime.container_exit import publish_pod
 from cri.runtime.daemon import Runtime
 from cri.store.sandbox import Sandbox, SandboxMeta, SandboxState, SandboxStatus
 from sandbox import cgroups, netns, podfiles, shm
@@ -128,6 +129,9 @@ async def _create(rt: Runtime, pod_id: str, name: str, config: api_pb2.PodSandbo
             pod.status.network_ready = True
         rt.sandboxes.commit(pod)
         undo.pop_all()
+    for kind in (api_pb2.ContainerEventType.CONTAINER_CREATED_EVENT,
+                 api_pb2.ContainerEventType.CONTAINER_STARTED_EVENT):
+        publish_pod(rt, pod_id, kind)
     log.info("pod sandbox %s (%s) is ready, ip %s", pod_id, name, ",".join(pod.status.ips) or "-")
     return pod_id
 

@@ -6,10 +6,12 @@ stop signal."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import random
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -377,8 +379,13 @@ class EventReader:
 
     def until_deleted(self, ctr: str) -> list[api_pb2.ContainerEventResponse]:
         """The events of ``ctr`` up to its DELETED one (those of others are skipped)."""
+        return self.until(ctr, E.CONTAINER_DELETED_EVENT)
+
+    def until(self, ctr: str, last: api_pb2.ContainerEventType.ValueType
+              ) -> list[api_pb2.ContainerEventResponse]:
+        """The events of ``ctr`` up to one of type ``last`` (those of others are skipped)."""
         mine: list[api_pb2.ContainerEventResponse] = []
-        while not mine or mine[-1].container_event_type != E.CONTAINER_DELETED_EVENT:
+        while not mine or mine[-1].container_event_type != last:
             event = self.next()
             if event.container_id == ctr:
                 mine.append(event)
@@ -449,6 +456,32 @@ def test_events_of_containers_that_exit_at_once_stay_in_order(pod: Pod) -> None:
             assert types == LIFECYCLE, f"round {i}: {[E.Name(t) for t in types]}"
     finally:
         reader.close()
+
+
+def test_pod_sandbox_events(pod: Pod, tmp_path: Path) -> None:
+    """The sandbox's own events, its id as the container id and its status attached: the
+    kubelet's Evented PLEG notices a pod whose infra died only through them (it relists every
+    300 s; a dead infra went unnoticed that long)."""
+    reader = EventReader(pod.daemon)
+    try:
+        _subscribed(pod, reader.next)
+        other = new_pod(pod.daemon, tmp_path)
+        try:
+            info = pod.rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(
+                pod_sandbox_id=other.id, verbose=True), timeout=10).info["info"]
+            os.kill(json.loads(info)["pid"], signal.SIGKILL)  # the infra dies
+            mine = reader.until(other.id, E.CONTAINER_STOPPED_EVENT)
+        finally:
+            remove_pod(other)
+        mine += reader.until_deleted(other.id)
+    finally:
+        reader.close()
+    assert [e.container_event_type for e in mine] == [
+        E.CONTAINER_CREATED_EVENT, E.CONTAINER_STARTED_EVENT, E.CONTAINER_STOPPED_EVENT,
+        E.CONTAINER_DELETED_EVENT]
+    ready, notready = api_pb2.PodSandboxState.SANDBOX_READY, api_pb2.PodSandboxState.SANDBOX_NOTREADY
+    assert [e.pod_sandbox_status.state for e in mine] == [ready, ready, notready, notready]
+    assert all(e.pod_sandbox_status.id == other.id for e in mine)
 
 
 def test_sigterm_ends_event_streams_at_once(tmp_path: Path) -> None:

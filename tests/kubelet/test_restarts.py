@@ -125,11 +125,14 @@ def sandbox_pid(node: Node, sandbox_id: str) -> int:
     return int(json.loads(resp.info["info"])["pid"])
 
 
-def test_dead_pod_infra_makes_the_kubelet_recreate_the_pod(node: Node,
-                                                           static_pods: StaticPods) -> None:
+@pytest.mark.parametrize("gates", [{}, {"EventedPLEG": True}], ids=["generic", "evented"])
+def test_dead_pod_infra_makes_the_kubelet_recreate_the_pod(node: Node, static_pods: StaticPods,
+                                                           gates: dict[str, bool]) -> None:
     """The pod's infra process dies (OOM, a stray kill): pycri reports the sandbox not ready,
-    and the kubelet kills the pod's containers and starts it again in a new sandbox."""
+    and the kubelet kills the pod's containers and starts it again in a new sandbox. Under
+    the Evented PLEG it learns of it from the sandbox's STOPPED event alone."""
     k = node.kubelet
+    k.ensure(**({"featureGates": gates} if gates else {}))
     p = pod("infra", container("app", ["sleep", "1000"]))
     static_pods.add(p)
     wait_pod(k, "infra", "running", lambda p: running(p, "app"))
@@ -156,6 +159,7 @@ def test_container_that_exits_while_pycri_is_down(node: Node, static_pods: Stati
     """Killed pycri misses the exit: conmon records it, the restarted pycri reads it, and the
     kubelet sees the exit code and starts the container again."""
     k = node.kubelet
+    k.ensure()
     flags = k.base / f"flags-{uuid.uuid4().hex[:6]}"
     flags.mkdir()
     mount = V1VolumeMount(name="flags", mount_path="/flags")
