@@ -170,7 +170,7 @@ def test_websocket_port_forward_takes_the_ports_of_the_request(pod: Pod) -> None
                                                                 port=[8080]), timeout=10).url)
         assert "?" not in url
         c = WsClient.connect(url, "v4.channel.k8s.io")
-        c.pump_until(lambda c=c: c.channel(0)[:2] == opened or c.closed)  # type: ignore[misc]
+        c.pump_until(lambda c=c: c.channel(0)[:2] == c.channel(1)[:2] == opened)  # type: ignore[misc]
         assert c.channel(0)[:2] == opened and c.channel(1)[:2] == opened, c.frames
         c.send(0, b"GET /index.html HTTP/1.0\r\n\r\n")
         c.pump_until(lambda c=c: b"hello-req" in c.channel(0) or len(c.channel(1)) > 2)  # type: ignore[misc]
