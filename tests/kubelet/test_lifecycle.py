@@ -53,11 +53,11 @@ def scratch(name: str = "data") -> tuple[V1Volume, V1VolumeMount]:
 
 def _liveness() -> V1Pod:
     vol, mount = scratch()
-    # The first attempt never becomes healthy and is killed by its probe; the second is.
-    cmd = ("if [ -e /data/killed-once ]; then touch /tmp/healthy; "
-           "else touch /data/killed-once; fi; exec sleep 1000")
-    return pod("liveness", container("app", ["sh", "-c", cmd], volume_mounts=[mount],
-                                     liveness_probe=exec_probe("cat", "/tmp/healthy")),
+    # The probe's first run ever fails, every later one succeeds (its mark outlives the
+    # container): the first attempt is killed by it, the second is healthy from the start.
+    probe = exec_probe("sh", "-c", "[ -e /data/probed ] || { touch /data/probed; exit 1; }")
+    return pod("liveness", container("app", ["sleep", "1000"], volume_mounts=[mount],
+                                     liveness_probe=probe),
                volumes=[vol])
 
 
