@@ -74,6 +74,8 @@ def base_config(daemon: Daemon, base: Path, cgroup_root: str) -> dict[str, Any]:
         # This host has cgroup v1 only (plus a v2 mount holding hugetlb); the kubelet refuses
         # v1 unless told: "kubelet is configured to not run on a host using cgroup v1".
         "failCgroupV1": False,
+        # The e2e swap tests add a swap file for a while; with swap on the kubelet refuses to
+        # start ("running with swap on is not supported").
         "failSwapOn": False,
         "cgroupsPerQOS": True,
         "cgroupRoot": cgroup_root,
@@ -94,7 +96,8 @@ def base_config(daemon: Daemon, base: Path, cgroup_root: str) -> dict[str, Any]:
         # Restarts in seconds rather than minutes (KubeletCrashLoopBackOffMax, beta in 1.36): the
         # back-off is still there (CrashLoopBackOff), only its ceiling is lower.
         "crashLoopBackOff": {"maxContainerRestartPeriod": "4s"},
-        # Rotation by the kubelet (rename + ReopenContainerLog), checked every 3 s (the minimum).
+        # Rotation by the kubelet (rename + ReopenContainerLog), checked every 3 s (the minimum);
+        # the size has no minimum, and 64 KiB fills in seconds.
         "containerLogMaxSize": "64Ki",
         "containerLogMaxFiles": 3,
         "containerLogMonitorInterval": "3s",
