@@ -46,10 +46,28 @@ def test_summary_has_cpu_and_memory_for_every_container(kubelet: Kubelet,
         assert c["rootfs"]["usedBytes"] > 0, c  # the ballast file in the writable layer
         assert c["logs"]["usedBytes"] >= 0, c
     assert ps["cpu"]["usageCoreNanoSeconds"] > 0 and ps["memory"]["workingSetBytes"] > 0
+    # What the eviction manager ranks pods by: writable layers and logs.
+    assert ps["ephemeral-storage"]["usedBytes"] >= sum(c["rootfs"]["usedBytes"]
+                                                      for c in ps["containers"]) > 0
     # The pod's network, read in its namespace by pycri (cAdvisor cannot find it).
     interfaces = {i["name"] for i in ps["network"].get("interfaces", [])}
     assert "eth0" in interfaces, ps["network"]
+    # metrics-server's source: /metrics/resource, one series per container.
+    metrics = kubelet.get("/metrics/resource").text
+    for name in ("one", "two"):
+        for series in ("container_cpu_usage_seconds_total", "container_memory_working_set_bytes"):
+            value = resource_metric(metrics, series, name)
+            assert value is not None and value > 0, (series, name)
     # The node-level figures the kubelet's eviction manager relies on.
     summary = kubelet.summary()
     assert summary["node"]["runtime"]["imageFs"]["capacityBytes"] > 0
     assert summary["node"]["runtime"]["imageFs"]["usedBytes"] > 0
+
+
+def resource_metric(text: str, series: str, container: str) -> float | None:
+    """The value of ``series`` for the stats pod's ``container`` in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(series + "{") and f'container="{container}"' in line \
+                and f'pod="stats-{NODE}"' in line:
+            return float(line.split("}")[1].split()[0])
+    return None
