@@ -14,15 +14,18 @@ from sandbox.oci.signals import signal_name
 log = logging.getLogger(__name__)
 
 
-def image_spec(ctr: Container) -> api_pb2.ImageSpec:
-    """The image as the pod's status shows it: by name, as containerd and CRI-O report it,
+def shown_image(ctr: Container) -> str:
+    """The image as statuses and metrics show it: by name, as containerd and CRI-O report it,
     also when the client created the container by image id (the kubelet does: without this
     every container's "Image:" was a sha256 id)."""
+    if image_id(ctr.meta.image) is not None and ctr.meta.image_name:
+        return ctr.meta.image_name
+    return ctr.meta.image
+
+
+def image_spec(ctr: Container) -> api_pb2.ImageSpec:
     img = ctr.config.image
-    shown = ctr.meta.image
-    if image_id(shown) is not None and ctr.meta.image_name:
-        shown = ctr.meta.image_name
-    return api_pb2.ImageSpec(image=shown, annotations=img.annotations,
+    return api_pb2.ImageSpec(image=shown_image(ctr), annotations=img.annotations,
                              user_specified_image=img.user_specified_image or ctr.meta.image,
                              runtime_handler=img.runtime_handler)
 

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from cri.api import api_pb2
+from cri.runtime.container_status import shown_image
 from cri.runtime.daemon import Runtime
 from cri.store.container import Container
 from cri.store.sandbox import Sandbox
@@ -257,7 +258,7 @@ def _interface(s: _Series, i: IfaceStats) -> None:
 def _container(pod: Sandbox, ctr: Container, devices: _Devices, layers: diskusage.UsageCache
                ) -> api_pb2.ContainerMetrics:
     md = pod.config.metadata
-    s = _Series([ctr.config.metadata.name, ctr.id, ctr.meta.image, ctr.meta.name,
+    s = _Series([ctr.config.metadata.name, ctr.id, shown_image(ctr), ctr.meta.name,
                  md.namespace, md.name])
     s.add("container_last_seen", s.timestamp // _NS)
     s.add("container_start_time_seconds", (ctr.status.started_at or ctr.meta.created_at) // _NS)

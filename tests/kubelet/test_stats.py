@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.containers import IMAGE
 from tests.kubelet.conftest import StaticPods
 from tests.kubelet.node import NAMESPACE, NODE, Kubelet
 from tests.kubelet.pods import container, pod, poll, running, wait_pod
@@ -58,6 +59,16 @@ def test_summary_has_cpu_and_memory_for_every_container(kubelet: Kubelet,
         for series in ("container_cpu_usage_seconds_total", "container_memory_working_set_bytes"):
             value = resource_metric(metrics, series, name)
             assert value is not None and value > 0, (series, name)
+    # Prometheus' usual source: /metrics/cadvisor, from pycri's ListPodSandboxMetrics, the
+    # image named as the pod's status names it. (Its CPU seconds are whole seconds: the CRI
+    # carries integers, and these containers have not used one yet.)
+    cadvisor = kubelet.get("/metrics/cadvisor").text
+    for name in ("one", "two"):
+        series = [line for line in cadvisor.splitlines()
+                  if line.startswith("container_memory_working_set_bytes{")
+                  and f'container="{name}"' in line and f'pod="stats-{NODE}"' in line]
+        assert len(series) == 1 and f'image="{IMAGE}"' in series[0], series
+        assert float(series[0].split("}")[1].split()[0]) > 0
     # The node-level figures the kubelet's eviction manager relies on.
     summary = kubelet.summary()
     assert summary["node"]["runtime"]["imageFs"]["capacityBytes"] > 0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import resource
 import subprocess
@@ -203,6 +204,18 @@ def test_container_without_a_cgroup_reports_its_layer_and_lifecycle(tmp_path: Pa
     assert found["container_fs_limit_bytes"][0].value.value == st.f_blocks * st.f_frsize
     assert found["container_fs_inodes_total"][0].value.value == st.f_files
     assert found["container_fs_usage_bytes"][0].value.value >= 10 * 3
+
+
+def test_image_label_is_the_name_for_a_container_made_by_image_id(tmp_path: Path) -> None:
+    """The kubelet creates containers by image id: the series name the image as
+    ContainerStatus does (dashboards select on it), not by its sha256."""
+    pod = _pod("p" * 64, "web", netns="")
+    ctr = _ctr(tmp_path, pod, "c" * 64, "app", cgroup="/pycri-test-absent/pod/c")
+    ctr.meta = dataclasses.replace(ctr.meta, image="sha256:" + "a" * 64,
+                                   image_name="docker.io/library/busybox:1.36")
+    [pm] = _list(_runtime([(pod, [ctr])]))
+    assert {m.label_values[2] for m in pm.container_metrics[0].metrics} == {
+        "docker.io/library/busybox:1.36"}
 
 
 def test_no_pods_no_metrics() -> None:
