@@ -37,11 +37,12 @@ def streams(node: Node) -> Iterator[V1Pod]:
     web = f"mkdir /www && echo {PAGE.decode()} > /www/index.html && exec httpd -f -p 8080 -h /www"
     p = pod("streams", container("shell", ["sleep", "1000"]),
             container("echo", ["cat"], stdin=True),
+            container("term", ["sh"], stdin=True, tty=True),
             container("web", ["sh", "-c", web]))
     pods.add(p)
     try:
         wait_pod(node.kubelet, "streams", "all running",
-                 lambda p: all(running(p, c) for c in ("shell", "echo", "web")))
+                 lambda p: all(running(p, c) for c in ("shell", "echo", "term", "web")))
         # httpd listens once it is running its loop: wait for it through plain exec.
         poll("httpd to answer in the pod", lambda: PAGE.decode() in node.kubelet.run(
             "streams", "shell", "wget -q -O - http://127.0.0.1:8080/index.html"))
@@ -215,3 +216,18 @@ def test_port_forward_to_a_closed_port_reports_the_error(kubelet: Kubelet, strea
     c.pump(lambda: err in c.closed and bool(c.data[err]))
     assert b"8081" in bytes(c.data[err]), bytes(c.data[err])
     assert not c.data[data]
+
+
+def test_attach_to_a_terminal(kubelet: Kubelet, streams: V1Pod) -> None:
+    """kubectl attach -it: the container's own shell on its terminal, resized, over SPDY."""
+    c = spdy_session(url(kubelet, "attach", "term", input=1, output=1, tty=1), SPDY_EXEC)
+    c.open({"streamType": "error"})
+    out = c.open({"streamType": "stdout"})
+    stdin = c.open({"streamType": "stdin"})
+    resize = c.open({"streamType": "resize"})
+    c.conn.send_data(resize, json.dumps({"Width": 100, "Height": 30}).encode())
+    c.conn.send_data(stdin, b'for i in $(seq 50); do [ "$(stty size)" = "30 100" ] && break; '
+                            b"sleep 0.1; done; echo size=$(stty size)\n")
+    c.flush()
+    c.pump(lambda: b"size=30 100" in c.data[out])
+    assert b"size=30 100" in bytes(c.data[out])
