@@ -13,6 +13,7 @@ from kubernetes.client import (
     V1ObjectMeta,
     V1Pod,
     V1PodSpec,
+    V1ResourceRequirements,
 )
 
 from cri.api import api_pb2
@@ -36,6 +37,22 @@ def pod(name: str, *containers: V1Container, **spec: Any) -> V1Pod:
     return V1Pod(api_version="v1", kind="Pod",
                  metadata=V1ObjectMeta(name=name, namespace=NAMESPACE, uid=str(uuid.uuid4())),
                  spec=V1PodSpec(containers=list(containers), **spec))
+
+
+def memory_hog() -> V1Pod:
+    """A pod whose container outgrows its 32 MiB limit: busybox tail keeps what it reads
+    until a newline, and /dev/zero has none."""
+    limits = {"memory": "32Mi"}
+    return pod("oom", container("hog", ["tail", "/dev/zero"],
+                                resources=V1ResourceRequirements(limits=limits, requests=limits)))
+
+
+def oom_killed(p: V1Pod) -> bool:
+    """The memory hog was OOM-killed and started again."""
+    st = ctr_status(p, "hog")
+    return bool(st is not None and st.restart_count >= 1 and st.last_state.terminated
+                is not None and st.last_state.terminated.reason == "OOMKilled"
+                and st.last_state.terminated.exit_code == 137)
 
 
 def poll(what: str, check: Callable[[], T | None], timeout: float = WAIT) -> T:
