@@ -199,9 +199,9 @@ cleanup() {
   trap - EXIT INT TERM HUP
   leaks=0
   if [ -n "$critest_pid" ]; then
-    kill -TERM -- "-$critest_pid" 2>/dev/null || true
+    kill -TERM "-$critest_pid" 2>/dev/null || true
     sleep 1
-    kill -KILL -- "-$critest_pid" 2>/dev/null || true
+    kill -KILL "-$critest_pid" 2>/dev/null || true
   fi
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
     left=$(crictl pods -q 2>/dev/null || true)
