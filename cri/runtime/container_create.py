@@ -200,8 +200,8 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             spec = container_spec.container_spec(container_spec.SpecInputs(
                 ctr_id=ctr_id, pod=pod, config=config, image=image_cfg, identity=ident,
                 rootfs=ctr.rootfs, cgroup_path=cgroup_path, pid_ns_path=pid_ns_path,
-                host_pid=host_pid, image_mounts=image_mounts, v1_host=container_spec.v1_host(),
-                hugetlb=container_spec.hugetlb_reaches(pod.meta.cgroup_parent),
+                host_pid=host_pid, image_mounts=image_mounts,
+                cgroup_features=rt.container_features(pod.meta.cgroup_parent),
                 rro_supported="rro" in rt.mount_options, pids_limit=rt.config.runtime.pids_limit,
                 apparmor_profile=profile,
             ))
