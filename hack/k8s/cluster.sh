@@ -27,8 +27,12 @@
 # - cgroup v1: the kubelet refuses to start unless failCgroupV1 is false ("kubelet is
 #   configured to not run on a host using cgroup v1"), and kubeadm's preflight reports
 #   SystemVerification as an error ("cgroups v1 support is deprecated ..."), ignored by name;
+# - no dummy network driver in this kernel ("ip link add ... type dummy": "Error: Unknown
+#   device type."): the node's link is a bridge without ports, which holds an address as well;
 # - missing CAP_SYS_RESOURCE: the kubelet cannot set its own oom_score_adj of -999
-#   ("write /proc/self/oom_score_adj: permission denied"); it logs that and goes on.
+#   ("write /proc/self/oom_score_adj: permission denied") nor raise its open-files limit
+#   ("Failed to set rlimit on max file handles"), and pycri raises pods' negative
+#   oom_score_adj to its own: all are logged and none stops anything.
 # Every other preflight error is fatal: see the comments in the generated kubeadm.yaml.
 #
 # Logs of the last run: .cache/cluster/last/ (kubeadm-init.log, kubelet.log, pycri.log,
@@ -166,6 +170,28 @@ our_netns() {  # pinned pod netns of this run's pycri: named pycri-<pod id>, ids
   return 0
 }
 
+holders() {  # processes with a cwd, root or open file below PATH; "?" for those unreadable
+  for p in /proc/[0-9]*; do
+    if ! readlink "$p/cwd" >/dev/null 2>&1; then
+      echo "${p#/proc/}? $(cat "$p/comm" 2>/dev/null)"
+    elif ls -l "$p/cwd" "$p/root" "$p/fd" 2>/dev/null | grep -q -F "$1"; then
+      echo "${p#/proc/} $(cat "$p/comm" 2>/dev/null)"
+    fi
+  done | tr '\n' ',' | head -c 400
+}
+
+start_pycri() {  # in a process group of its own; returns once it answers
+  setsid "$python" -m cri serve --config "$state/pycri.conf" >>"$state/pycri.log" 2>&1 </dev/null &
+  pycri_pid=$!
+  i=0
+  until crictl info >/dev/null 2>&1; do
+    if ! kill -0 "$pycri_pid" 2>/dev/null || [ $i -ge 600 ]; then
+      say "pycri did not start:"; tail -20 "$state/pycri.log" >&2; return 1
+    fi
+    sleep 0.1; i=$((i + 1))
+  done
+}
+
 cleanup() {
   rc=$?
   trap - EXIT INT TERM HUP
@@ -192,6 +218,12 @@ cleanup() {
   if [ -z "$pycri_pid" ] && [ -n "$teardown_only" ]; then
     pycri_pid=$(pgrep -f "cri serve --config $state/pycri.conf" | head -1)
     [ -n "$pycri_pid" ] && pycri_pid=$(ps -o pgid= -p "$pycri_pid" | tr -d ' ')
+    # A killed run's pycri is started again: it recovers its pods, which kubeadm reset
+    # then removes through it like any other.
+    if [ -z "$pycri_pid" ] && [ -f "$state/pycri.conf" ] && [ -n "$crictl_bin" ]; then
+      say "starting the killed run's pycri again, to remove its pods"
+      start_pycri
+    fi
   fi
   pycri_up=""
   [ -n "$crictl_bin" ] && [ -S "$sock" ] && crictl version >/dev/null 2>&1 && pycri_up=1
@@ -235,7 +267,17 @@ cleanup() {
     umount /var/lib/kubelet 2>/dev/null && continue
     # Busy for a moment after the last pod's processes went (seen right after kubeadm reset).
     i=$((i + 1))
-    [ $i -ge 20 ] && { leaked "mount /var/lib/kubelet (busy)"; umount -l /var/lib/kubelet; break; }
+    if [ $i -ge 20 ]; then
+      # Seen now and then with nothing of this run left: the only process it could be is
+      # one whose files cannot be read here (PID 1, the machine's agent). Detached lazily;
+      # a holder that can be seen is a leak.
+      held=$(holders /var/lib/kubelet)
+      case $held in
+        *[0-9]\ *) leaked "mount /var/lib/kubelet (busy; held by $held)" ;;
+        *) say "/var/lib/kubelet was busy for 10 s, held by none of this run (unreadable: $held): detached" ;;
+      esac
+      umount -l /var/lib/kubelet; break
+    fi
     sleep 0.5
   done
   for ns in $(our_netns); do
@@ -253,6 +295,20 @@ cleanup() {
   if [ -f "$state/iptables.before" ]; then
     remove_kube_chains
     [ -n "$(new_kube_rules)" ] && leaked "iptables rules naming KUBE-: $(new_kube_rules | wc -l)"
+  fi
+  # iptables-nft makes a table when a chain is first added to it (the kubelet's canary chains
+  # in ip6 mangle, say); one this run made that is empty again goes too. Only with nft.
+  if command -v nft >/dev/null && [ -f "$state/nft.before" ]; then
+    new_tables=$(nft list tables 2>/dev/null | grep -v -x -F -f "$state/nft.before" | awk '{ print $2 "/" $3 }')
+    for t in $new_tables; do
+      # A rule is any line but the table's and chains' heads, base-chain types and braces.
+      rules=$(nft list table "${t%/*}" "${t#*/}" 2>/dev/null | grep -c -v -E \
+        '^[[:space:]]*((table|chain) .*\{|type .*;|\}|#.*)?[[:space:]]*$')
+      if [ "$rules" = 0 ]; then nft delete table "${t%/*}" "${t#*/}"
+      else leaked "nf_tables table ${t%/*} ${t#*/} with $rules rules"
+      fi
+    done
+    nft list ruleset 2>/dev/null | grep -q -i 'kube' && leaked "nf_tables rules naming kube"
   fi
   if iptables-save 2>/dev/null | grep -q -e "$bridge" -e "${pod_subnet%/*}"; then
     leaked "iptables rules for $bridge or $pod_subnet"
@@ -303,6 +359,7 @@ cleanup() {
 if [ -n "$teardown_only" ]; then
   kubeadm=$(PYCRI_K8S_VERSION=$k8s sh hack/k8s/build.sh kubeadm 2>/dev/null || true)
   crictl_bin=$(sh hack/tools/build.sh crictl 2>/dev/null | grep '/crictl$' || true)
+  python=$repo/.venv/bin/python
   cleanup
 fi
 
@@ -355,6 +412,7 @@ for path in $host_paths; do
   if [ -e "$path" ]; then echo "$path"; fi
 done >"$state/host_paths.before"
 save_iptables
+if command -v nft >/dev/null; then nft list tables >"$state/nft.before" 2>/dev/null || true; fi
 for key in $sysctls; do
   echo "$key $(sysctl -n "$key")"
 done >"$state/sysctls.before"
@@ -493,15 +551,7 @@ echo "$archives" | while read -r ref archive; do
 done
 
 say "starting pycri on $sock"
-setsid "$python" -m cri serve --config "$state/pycri.conf" >"$state/pycri.log" 2>&1 </dev/null &
-pycri_pid=$!
-i=0
-until crictl info >/dev/null 2>&1; do
-  if ! kill -0 "$pycri_pid" 2>/dev/null || [ $i -ge 600 ]; then
-    say "pycri did not start:"; tail -20 "$state/pycri.log" >&2; exit 1
-  fi
-  sleep 0.1; i=$((i + 1))
-done
+start_pycri || exit 1
 
 # --- kubeadm init, with the kubelet run here --------------------------------------------------
 
@@ -539,10 +589,9 @@ say "waiting for the node, kube-proxy and CoreDNS"
 say "smoke test (tests/cluster/, log: $logs/smoke.log)"
 smoke_rc=0
 PYCRI_CLUSTER_KUBECTL=$kubectl PYCRI_CLUSTER_IMAGE=$test_image \
-  PYCRI_CLUSTER_HOSTPATH=$state/smoke PYCRI_CLUSTER_CRICTL=$crictl_bin PYCRI_CLUSTER_SOCK=$sock \
+  PYCRI_CLUSTER_HOSTPATH=$state/smoke PYCRI_CLUSTER_PODS=$logs/pods.txt \
   "$python" -m pytest -p no:cacheprovider -v -rA tests/cluster >"$logs/smoke.log" 2>&1 ||
   smoke_rc=$?
-"$kubectl" get pods -A -o wide >"$logs/pods.txt" 2>&1
 
 set +e
 (exit "$smoke_rc")
@@ -551,7 +600,7 @@ trap - EXIT
 ( cleanup ) || cleanup_rc=$?
 wall=$(($(date +%s) - began))
 echo
-echo "kubectl get pods -A -o wide (before the teardown):"
+echo "kubectl get pods -A -o wide (at the end of the smoke test, before the teardown):"
 cat "$logs/pods.txt"
 echo
 echo "smoke test (tests/cluster/):"
