@@ -262,20 +262,21 @@ cleanup() {
   for mnt in $(cluster_mounts); do
     leaked "mount $mnt"; umount -l "$mnt"
   done
+  # A kubelet started by someone else meanwhile keeps its device plugin socket in
+  # /var/lib/kubelet/device-plugins whatever its root dir (the path is fixed in the kubelet),
+  # and a bound socket keeps the mount busy: that mount is detached lazily, and the folder
+  # is left to that kubelet.
+  others=$(echo $(pgrep -x kubelet))
   i=0
   while grep -q " /var/lib/kubelet " /proc/self/mountinfo; do
     umount /var/lib/kubelet 2>/dev/null && continue
-    # Busy for a moment after the last pod's processes went (seen right after kubeadm reset).
     i=$((i + 1))
-    if [ $i -ge 20 ]; then
-      # Seen now and then with nothing of this run left: the only process it could be is
-      # one whose files cannot be read here (PID 1, the machine's agent). Detached lazily;
-      # a holder that can be seen is a leak.
-      held=$(holders /var/lib/kubelet)
-      case $held in
-        *[0-9]\ *) leaked "mount /var/lib/kubelet (busy; held by $held)" ;;
-        *) say "/var/lib/kubelet was busy for 10 s, held by none of this run (unreadable: $held): detached" ;;
-      esac
+    if [ -n "$others" ] || [ $i -ge 20 ]; then
+      if [ -n "$others" ]; then
+        say "note: another kubelet ($others) uses /var/lib/kubelet/device-plugins; detached"
+      else
+        leaked "mount /var/lib/kubelet (busy; held by: $(holders /var/lib/kubelet))"
+      fi
       umount -l /var/lib/kubelet; break
     fi
     sleep 0.5
@@ -337,13 +338,19 @@ cleanup() {
   fi
   rmdir /var/log/pods /var/log/containers 2>/dev/null
   [ -f "$state/kubelet.log" ] && cp "$state/kubelet.log" "$logs/"
-  rm -rf /etc/kubernetes /var/lib/etcd /var/lib/kubelet "$state" "$runroot"
+  rm -rf /etc/kubernetes /var/lib/etcd "$state" "$runroot"
+  if [ -z "$others" ]; then
+    rm -rf /var/lib/kubelet
+  else
+    find /var/lib/kubelet -mindepth 1 -maxdepth 1 ! -name device-plugins -exec rm -rf {} +
+  fi
   rm -f "$sock"
   rmdir "$sock_dir" 2>/dev/null
   # 10. Anything still there.
-  for path in /etc/kubernetes /var/lib/etcd /var/lib/kubelet "$state" "$runroot" "$sock"; do
+  for path in /etc/kubernetes /var/lib/etcd "$state" "$runroot" "$sock"; do
     [ -e "$path" ] && leaked "$path"
   done
+  if [ -z "$others" ] && [ -e /var/lib/kubelet ]; then leaked /var/lib/kubelet; fi
   if [ -f "$state/cni.before" ] && [ "$(ls /etc/cni/net.d 2>/dev/null | tr '\n' ' ')" != "$cni_before" ]; then
     leaked "/etc/cni/net.d changed: $(ls /etc/cni/net.d 2>/dev/null | tr '\n' ' ')"
   fi
@@ -375,6 +382,11 @@ ip link show "$node_link" >/dev/null 2>&1 && refuse "interface $node_link exists
 for port in 6443 2379 2380 10248 10249 10250 10256 10257 10259; do
   ss -Htln "sport = :$port" | grep -q . && refuse "port $port is in use (the cluster needs it)"
 done
+# Every kubelet keeps its device plugin socket in /var/lib/kubelet/device-plugins, whatever
+# its root dir: two would share it (and kubeadm reset empties that folder).
+others=$(echo $(pgrep -x kubelet))
+[ -n "$others" ] && refuse "another kubelet runs on this host (pid $others): both would use" \
+  "/var/lib/kubelet/device-plugins; run this when it has stopped"
 for dir in /sys/fs/cgroup/*/kubepods; do
   [ -n "$(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] &&
     refuse "processes in $dir: a kubelet with cgroupRoot / runs here"

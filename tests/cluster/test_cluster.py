@@ -15,7 +15,6 @@ import re
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,11 @@ from tests.cluster.helpers import Cluster, exists, wait_for
 
 POD_SUBNET = ipaddress.ip_network("10.244.0.0/24")
 WEB_PORT = 8080
-# Each web pod serves its own name: who answered is who the Service picked.
-WEB = f"mkdir -p /www && hostname > /www/index.html && exec httpd -f -p {WEB_PORT} -h /www"
+# Each web pod serves its own name: who answered is who the Service picked. The shell stays
+# PID 1 to end on SIGTERM (httpd as PID 1 ignores it, and each pod scaled away would take its
+# whole grace period).
+WEB = (f"trap 'exit 0' TERM; mkdir -p /www && hostname > /www/index.html && "
+       f"httpd -f -p {WEB_PORT} -h /www & wait")
 SLEEP = "trap 'exit 0' TERM; while :; do sleep 1; done"
 
 
@@ -69,7 +71,7 @@ def ready_replicas(c: Cluster, app: str, n: int) -> list[client.V1Pod] | None:
 
 
 @pytest.fixture(scope="module")
-def web(cluster: Cluster) -> Iterator[str]:
+def web(cluster: Cluster) -> str:
     c = cluster
     c.apps.create_namespaced_deployment(c.namespace, client.V1Deployment(
         metadata=client.V1ObjectMeta(name="web"),
@@ -82,8 +84,7 @@ def web(cluster: Cluster) -> Iterator[str]:
                     readiness_probe=client.V1Probe(
                         http_get=client.V1HTTPGetAction(path="/", port=WEB_PORT),
                         period_seconds=2))])))))
-    yield "web"
-    c.apps.delete_namespaced_deployment("web", c.namespace)
+    return "web"  # goes with the namespace
 
 
 @pytest.fixture(scope="module")
