@@ -205,6 +205,9 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
                 rro_supported="rro" in rt.mount_options, pids_limit=rt.config.runtime.pids_limit,
                 apparmor_profile=profile,
             ))
+            for path in container_spec.missing_host_paths(config.mounts):
+                path.mkdir(mode=0o755, parents=True, exist_ok=True)
+                log.info("container %s: created the missing host path %s of a mount", name, path)
             _make_workdir(ctr.rootfs, spec["process"]["cwd"])
             done = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
                                            cgroup_path, stop_signal, ident, pid_mode,

@@ -162,8 +162,8 @@ def cri_mounts(mounts: Sequence[api_pb2.Mount], image_mounts: Mapping[str, Path]
                 raise InvalidArgument(f"mount {dest}: the OCI runtime does not support "
                                       "recursive read-only mounts")
         host = os.path.realpath(m.host_path)  # a symlinked host path mounts its target
-        if not os.path.exists(host):
-            raise InvalidArgument(f"mount {dest}: host path {m.host_path} does not exist")
+        if not os.path.exists(host) and os.path.lexists(m.host_path):
+            raise InvalidArgument(f"mount {dest}: host path {m.host_path} is a dangling symlink")
         prop, need = _propagation_option(m)
         if need == "rshared" or (need == "rslave" and rootfs_prop is None):
             rootfs_prop = need
@@ -174,6 +174,24 @@ def cri_mounts(mounts: Sequence[api_pb2.Mount], image_mounts: Mapping[str, Path]
             options.append("ro")
         out.append(ocispec.bind_mount(host, dest, options))
     return out, rootfs_prop
+
+
+def missing_host_paths(mounts: Sequence[api_pb2.Mount]) -> list[Path]:
+    """The host paths of bind mounts that do not exist, as the spec names them.
+
+    The kubelet passes a hostPath volume without a type through unchecked (the Docker
+    behaviour it keeps), and CRI-O and containerd create such a path as a directory:
+    kubeadm's kube-proxy mounts /lib/modules that way, which a node without kernel modules
+    lacks. CreateContainer creates them once every check of the request has passed.
+    """
+    out = []
+    for m in mounts:
+        if (m.HasField("image") and m.image.image) or not m.host_path:
+            continue
+        host = os.path.realpath(m.host_path)
+        if not os.path.lexists(host):
+            out.append(Path(host))
+    return out
 
 
 def _default_mounts(inp: SpecInputs, privileged: bool) -> list[Spec]:
