@@ -201,11 +201,14 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             spec = container_spec.container_spec(container_spec.SpecInputs(
                 ctr_id=ctr_id, pod=pod, config=config, image=image_cfg, identity=ident,
                 rootfs=ctr.rootfs, cgroup_path=cgroup_path, pid_ns_path=pid_ns_path,
-                host_pid=host_pid, image_mounts=image_mounts, v1_host=container_spec.v1_host(),
-                hugetlb=container_spec.hugetlb_reaches(pod.meta.cgroup_parent),
+                host_pid=host_pid, image_mounts=image_mounts,
+                cgroup_features=rt.container_features(pod.meta.cgroup_parent),
                 rro_supported="rro" in rt.mount_options, pids_limit=rt.config.runtime.pids_limit,
                 apparmor_profile=profile,
             ))
+            for path in container_spec.missing_host_paths(config.mounts):
+                path.mkdir(mode=0o755, parents=True, exist_ok=True)
+                log.info("container %s: created the missing host path %s of a mount", name, path)
             _make_workdir(ctr.rootfs, spec["process"]["cwd"])
             done = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
                                            cgroup_path, stop_signal, ident, pid_mode,

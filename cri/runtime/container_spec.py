@@ -20,8 +20,7 @@ from cri.api import api_pb2
 from cri.errors import InvalidArgument
 from cri.image.manifest import ImageConfig
 from cri.store.sandbox import Sandbox
-from sandbox.cgroups import DEFAULT_ROOT, child_controllers
-from sandbox.cgroups.layout import V1Layout, cached_detect
+from sandbox.cgroups.features import Features
 from sandbox.oci import spec as ocispec
 from sandbox.oci.capabilities import bounding_set, container_capabilities
 from sandbox.oci.devices import DeviceError, cgroup_rule, device_entry, host_devices
@@ -57,8 +56,7 @@ class SpecInputs:
     pid_ns_path: str | None  # None: a new pid namespace (or the host's, see host_pid)
     host_pid: bool
     image_mounts: Mapping[str, Path]  # container path -> the mounted image volume
-    v1_host: bool
-    hugetlb: bool  # the container's cgroup can carry hugetlb limits
+    cgroup_features: Features  # what the container's cgroup can get
     rro_supported: bool = True
     pids_limit: int = 0  # 0: none of the container's own (the pod cgroup may have one)
     apparmor_profile: str | None = None  # resolved by apparmor_profile.resolve; None: none
@@ -164,8 +162,8 @@ def cri_mounts(mounts: Sequence[api_pb2.Mount], image_mounts: Mapping[str, Path]
                 raise InvalidArgument(f"mount {dest}: the OCI runtime does not support "
                                       "recursive read-only mounts")
         host = os.path.realpath(m.host_path)  # a symlinked host path mounts its target
-        if not os.path.exists(host):
-            raise InvalidArgument(f"mount {dest}: host path {m.host_path} does not exist")
+        if not os.path.exists(host) and os.path.lexists(m.host_path):
+            raise InvalidArgument(f"mount {dest}: host path {m.host_path} is a dangling symlink")
         prop, need = _propagation_option(m)
         if need == "rshared" or (need == "rslave" and rootfs_prop is None):
             rootfs_prop = need
@@ -176,6 +174,24 @@ def cri_mounts(mounts: Sequence[api_pb2.Mount], image_mounts: Mapping[str, Path]
             options.append("ro")
         out.append(ocispec.bind_mount(host, dest, options))
     return out, rootfs_prop
+
+
+def missing_host_paths(mounts: Sequence[api_pb2.Mount]) -> list[Path]:
+    """The host paths of bind mounts that do not exist, as the spec names them.
+
+    The kubelet passes a hostPath volume without a type through unchecked (the Docker
+    behaviour it keeps), and CRI-O and containerd create such a path as a directory:
+    kubeadm's kube-proxy mounts /lib/modules that way, which a node without kernel modules
+    lacks. CreateContainer creates them once every check of the request has passed.
+    """
+    out = []
+    for m in mounts:
+        if (m.HasField("image") and m.image.image) or not m.host_path:
+            continue
+        host = os.path.realpath(m.host_path)
+        if not os.path.lexists(host):
+            out.append(Path(host))
+    return out
 
 
 def _default_mounts(inp: SpecInputs, privileged: bool) -> list[Spec]:
@@ -242,8 +258,11 @@ def _seccomp(sc: api_pb2.LinuxContainerSecurityContext, caps: list[str]) -> Spec
         raise InvalidArgument(str(exc)) from exc
 
 
-def resources(res: api_pb2.LinuxContainerResources, *, v1_host: bool, hugetlb: bool) -> Spec:
+def resources(res: api_pb2.LinuxContainerResources, cg: Features) -> Spec:
+    """The OCI linux.resources of ``res``, less what the container's cgroup cannot get (runc
+    would fail the create on it): typed fields are left out, unified keys refused."""
     out: Spec = {}
+    left_out: list[str] = []
     cpu: Spec = {}
     if res.cpu_shares:
         cpu["shares"] = res.cpu_shares
@@ -251,37 +270,57 @@ def resources(res: api_pb2.LinuxContainerResources, *, v1_host: bool, hugetlb: b
         cpu["quota"] = res.cpu_quota
     if res.cpu_period:
         cpu["period"] = res.cpu_period
-    if res.cpuset_cpus:
-        cpu["cpus"] = res.cpuset_cpus
-    if res.cpuset_mems:
-        cpu["mems"] = res.cpuset_mems
+    if (res.cpuset_cpus or res.cpuset_mems) and not cg.has("cpuset"):
+        left_out.append("cpuset")
+    else:
+        if res.cpuset_cpus:
+            cpu["cpus"] = res.cpuset_cpus
+        if res.cpuset_mems:
+            cpu["mems"] = res.cpuset_mems
     if cpu:
         out["cpu"] = cpu
     # Swap is disabled exactly as for pods: memory+swap equal to the limit (memsw on v1;
-    # runc turns it into swap.max=0 on v2), swappiness 0 where there is no limit.
-    memory: Spec = {"swappiness": 0} if v1_host else {}
+    # runc turns it into swap.max=0 on v2), swappiness 0 where there is no limit. A kernel
+    # without swap accounting has no swap limit to set (nor can a container's swap be told).
+    memory: Spec = {} if cg.v2 else {"swappiness": 0}
     if res.memory_limit_in_bytes < 0:
         raise InvalidArgument("memory limit must not be negative")
     if res.memory_limit_in_bytes:
         memory["limit"] = res.memory_limit_in_bytes
-        memory["swap"] = res.memory_limit_in_bytes
+        if cg.swap:
+            memory["swap"] = res.memory_limit_in_bytes
     if memory:
         out["memory"] = memory
     # The kubelet sends a limit (often 0) for every page size the node has, whether or not the
-    # hugetlb controller reaches the container's cgroup (not mounted on many v1 hosts; never
-    # enabled by systemd in its slices): runc fails the create on a limit it cannot write.
-    if res.hugepage_limits and hugetlb:
-        out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit}
-                                 for h in res.hugepage_limits]
-    if res.unified and v1_host:
+    # hugetlb controller reaches the container's cgroup (not mounted on many v1 hosts); left
+    # out, as CRI-O does, since the client did not pick them.
+    if res.hugepage_limits:
+        if cg.has("hugetlb"):
+            out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit}
+                                     for h in res.hugepage_limits]
+        else:
+            left_out.append("hugepage limits")
+    if res.unified and not cg.v2:
         raise InvalidArgument("unified cgroup resources need a cgroup v2 host")
-    if not v1_host:
+    # A unified key is a file the client asked for by name; one that cannot be written is
+    # refused rather than dropped, so no workload runs without a limit its owner set (the
+    # kubelet's own keys, memory.* for MemoryQoS, always have their controller).
+    for key in res.unified:
+        why = cg.unified_refusal(key)
+        if why is not None:
+            raise InvalidArgument(f"unified cgroup resource {key!r} cannot be applied: {why}")
+    if cg.v2:
         # swap.max=0 through the unified map too: runc 1.1 leaves a swap limit of 0 out of the
         # systemd scope's properties (it cannot tell 0 from unset) and writes the file behind
         # systemd's back, which a daemon-reload undoes; a unified value becomes MemorySwapMax.
         unified = dict(res.unified)
-        unified.setdefault("memory.swap.max", "0")
-        out["unified"] = unified
+        if cg.swap:
+            unified.setdefault("memory.swap.max", "0")
+        if unified:
+            out["unified"] = unified
+    if left_out:
+        log.debug("left out of a container's OCI resources, its cgroup cannot get them: %s",
+                  ", ".join(left_out))
     return out
 
 
@@ -321,7 +360,7 @@ def container_spec(inp: SpecInputs) -> Spec:
     taken = {posixpath.normpath(m["destination"]) for m in mounts}
     defaults = [m for m in _default_mounts(inp, privileged) if m["destination"] not in taken]
 
-    res = resources(cfg.linux.resources, v1_host=inp.v1_host, hugetlb=inp.hugetlb)
+    res = resources(cfg.linux.resources, inp.cgroup_features)
     devices: list[Spec] = []
     rules = ocispec.default_device_rules()
     if privileged:
@@ -339,7 +378,11 @@ def container_spec(inp: SpecInputs) -> Spec:
         rules.append(cgroup_rule(entry, perms))
     res["devices"] = rules
     if inp.pids_limit > 0:
-        res["pids"] = {"limit": inp.pids_limit}
+        if inp.cgroup_features.has("pids"):
+            res["pids"] = {"limit": inp.pids_limit}
+        else:
+            log.debug("container %s: no pids controller for its cgroup, pids_limit left out",
+                      inp.ctr_id)
 
     linux: Spec = {
         "namespaces": _namespaces(inp),
@@ -369,22 +412,3 @@ def container_spec(inp: SpecInputs) -> Spec:
             "io.kubernetes.cri.sandbox-id": inp.pod.id,
         },
     }
-
-
-def v1_host() -> bool:
-    return isinstance(cached_detect(DEFAULT_ROOT), V1Layout)
-
-
-def hugetlb_reaches(pod_cgroup: str) -> bool:
-    """Whether hugetlb limits can be applied to the containers of ``pod_cgroup``; logged once
-    a daemon when they cannot, as CRI-O does."""
-    ok = "hugetlb" in child_controllers(pod_cgroup)
-    global _hugetlb_told
-    if not ok and not _hugetlb_told:
-        _hugetlb_told = True
-        log.info("the hugetlb controller does not reach container cgroups (%s): hugepage limits "
-                 "are not applied", pod_cgroup)
-    return ok
-
-
-_hugetlb_told = False

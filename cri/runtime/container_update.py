@@ -35,9 +35,7 @@ async def update_container_resources(rt: Runtime, ctr_id: str,
                                      res: api_pb2.LinuxContainerResources) -> None:
     ctr = rt.containers.lookup(ctr_id)
     pod = rt.sandboxes.lookup(ctr.meta.pod_id)
-    resources = container_spec.resources(
-        res, v1_host=container_spec.v1_host(),
-        hugetlb=container_spec.hugetlb_reaches(pod.meta.cgroup_parent))
+    resources = container_spec.resources(res, rt.container_features(pod.meta.cgroup_parent))
     async with rt.lock(ctr.id):
         if ctr.status.state not in (ContainerState.CREATED, ContainerState.RUNNING):
             raise FailedPrecondition(f"container {ctr.id} is {ctr.status.state.value}: its "

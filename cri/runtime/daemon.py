@@ -22,6 +22,7 @@ from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
 from sandbox import diskusage, masquerade
 from sandbox.apparmor import AppArmor, AppArmorError, SystemHost
+from sandbox.cgroups import features
 from sandbox.cgroups.driver import CgroupDriver, CgroupfsDriver, SystemdDriver
 from sandbox.cgroups.stats import CpuRate
 from sandbox.cgroups.systemd import DBusSystemd
@@ -95,6 +96,8 @@ class Runtime:
         self._streaming: Any = None  # cri.streaming.service.Streaming, once started
         # What the OCI runtime supports (`runc features`), learnt at start-up.
         self.mount_options: frozenset[str] = frozenset()
+        # What container cgroups can get on this host, learnt at start-up.
+        self._cgroup_features: features.Features | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` detached from any RPC, keeping a reference until it is done."""
@@ -192,6 +195,15 @@ class Runtime:
         except CgroupError as exc:
             key = "cgroup_driver" if self.cgroups.systemd_cgroup else "conmon_cgroup"
             raise ConfigError(f"pycri.runtime.{key}: {exc}") from exc
+        try:
+            self._cgroup_features = await asyncio.to_thread(features.detect)
+        except CgroupError as exc:
+            raise ConfigError(f"pycri.runtime.cgroup_driver: {exc}") from exc
+        missing = self._cgroup_features.missing()
+        if missing:  # once, as CRI-O does; runc would fail every create that carried them
+            log.info("not available to container cgroups on this host: %s; limits that need "
+                     "them are left out of OCI specs, unified keys for them are refused",
+                     ", ".join(missing))
         try:  # also deletes the rules of subnets this daemon no longer has
             await asyncio.to_thread(masquerade.ensure, self.config.network.masquerade_cidrs,
                                     self.config.root)
@@ -213,6 +225,12 @@ class Runtime:
         await streaming.start()
         self._streaming = streaming
         await recover(self)
+
+    def container_features(self, pod_cgroup: str) -> features.Features:
+        """What the cgroups of pod cgroup ``pod_cgroup``'s containers can get."""
+        if self._cgroup_features is None:
+            raise Unavailable("the runtime has not started yet")
+        return features.for_pod(self._cgroup_features, pod_cgroup)
 
     def streaming(self) -> Streaming:
         if self._streaming is None:

@@ -4,4 +4,5 @@
 # QEMU guest (README.md). Extra arguments go to pytest (words without spaces).
 set -eu
 cd "$(dirname "$0")/../.."
+sh hack/critest.sh --prepare
 exec sh hack/node/run.sh --timeout 2400 -- sh hack/node/guest-suite.sh "$@"

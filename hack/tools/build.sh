@@ -32,12 +32,17 @@ if [ -z "$todo" ]; then
   exit 0
 fi
 
-# Debian's Go only when there is no Go at all: a newer one on PATH is the better choice.
-if ! command -v go >/dev/null; then
-  say "no go on PATH: installing Debian's golang-go"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null
-fi
+# The Go on PATH builds, and fetches from the proxy the toolchain a release needs when it is
+# older (GOTOOLCHAIN, Go 1.21 and later). Debian 12's golang-go (1.19) cannot do that, so it is
+# no fallback: say what is missing instead.
+ensure_go() {
+  have=$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null | sed 's/^go//') || have=""
+  if [ -z "$have" ] || [ "$(printf '1.21\n%s\n' "$have" | sort -V | head -1)" != 1.21 ]; then
+    say "needs Go 1.21 or later on PATH (found: ${have:-none}); it fetches newer toolchains itself"
+    exit 1
+  fi
+}
+ensure_go
 
 src=$(go mod download -json "sigs.k8s.io/cri-tools@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 [ -f "$src/go.mod" ] || { say "no source for sigs.k8s.io/cri-tools@$version"; exit 1; }

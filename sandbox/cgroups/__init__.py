@@ -154,8 +154,8 @@ def remove_pod_cgroup(path: str, *, root: Path = DEFAULT_ROOT, fs: CgroupFs = KE
 def child_controllers(path: str, *, root: Path = DEFAULT_ROOT, fs: CgroupFs = KERNEL
                       ) -> frozenset[str]:
     """The controllers a cgroup made below ``path`` gets: on v2 what ``path`` enables in its
-    cgroup.subtree_control (systemd enables only the ones it manages: never hugetlb in 252),
-    on v1 the controllers of the mounted hierarchies. Empty when ``path`` does not exist."""
+    cgroup.subtree_control now (see features.for_pod for what that tells), on v1 the
+    controllers of the mounted hierarchies. Empty when ``path`` does not exist."""
     layout = cached_detect(root)
     if isinstance(layout, V1Layout):
         return frozenset(c for h in layout.hierarchies for c in h.controllers)

@@ -11,7 +11,8 @@ from sandbox.cgroups.resources import Resources, shares_to_weight
 from sandbox.errors import CgroupError
 
 # What a pod and its containers are limited by; whichever of these a level offers is enabled.
-WANTED = ("cpu", "cpuset", "hugetlb", "io", "memory", "pids")
+# rdma and misc carry only unified keys (rdma.max, misc.max) a client may set on a container.
+WANTED = ("cpu", "cpuset", "hugetlb", "io", "memory", "misc", "pids", "rdma")
 
 
 def create(

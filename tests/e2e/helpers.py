@@ -345,6 +345,16 @@ def session_leftovers(d: Daemon) -> list[str]:
     return left
 
 
+def hugepage_sizes() -> list[str]:
+    """The page sizes under /sys/kernel/mm/hugepages, named as the kubelet sends them (2MB,
+    1GB) and the kernel names its hugetlb files."""
+    sizes = []
+    for p in sorted(Path("/sys/kernel/mm/hugepages").glob("hugepages-*kB")):
+        kib = int(p.name.removeprefix("hugepages-").removesuffix("kB"))
+        sizes.append(f"{kib >> 20}GB" if kib % (1 << 20) == 0 else f"{kib >> 10}MB")
+    return sizes
+
+
 def pod_config(name: str | None = None, **kw: object) -> api_pb2.PodSandboxConfig:
     name = name or f"pod-{uuid.uuid4().hex[:8]}"
     cfg = api_pb2.PodSandboxConfig(

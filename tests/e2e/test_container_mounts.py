@@ -1,7 +1,7 @@
 """Container mounts through a real daemon, as the container and the host see them: bind mounts
-(read-write, read-only, recursive read-only, symlinked and missing host paths), mount
-propagation in both directions, the pod's /etc/hostname, /etc/resolv.conf and /dev/shm, and
-image volumes."""
+(read-write, read-only, recursive read-only, symlinked and missing host paths, the latter
+created), mount propagation in both directions, the pod's /etc/hostname, /etc/resolv.conf and
+/dev/shm, and image volumes."""
 
 from __future__ import annotations
 
@@ -183,18 +183,26 @@ def test_symlinked_host_path_mounts_its_target(pod: Pod, tmp_path: Path) -> None
     assert (target / "made-inside").exists()
 
 
-def test_missing_host_path_is_refused(pod: Pod, tmp_path: Path) -> None:
-    cfg = pod.container_config("missing", SLEEP, mounts=[
-        api_pb2.Mount(host_path=str(tmp_path / "does-not-exist"), container_path="/data")])
-    err = create_refused(pod, cfg)
-    assert err.code() == INVALID, err.details()
-    assert not (tmp_path / "does-not-exist").exists()  # not created on the host either
-    # A relative container path is refused too.
-    tmp = tmp_path / "here"
-    tmp.mkdir()
+def test_missing_host_path_is_created(pod: Pod, tmp_path: Path) -> None:
+    """A hostPath volume without a type reaches the runtime unchecked (kubeadm's kube-proxy
+    mounts /lib/modules so); as with CRI-O and containerd it is created as a directory."""
+    missing = tmp_path / "does-not-exist" / "deep"
+    # Refused for another reason: nothing is created on the host.
     cfg = pod.container_config("relative", SLEEP, mounts=[
-        api_pb2.Mount(host_path=str(tmp), container_path="data")])
+        api_pb2.Mount(host_path=str(missing), container_path="/data"),
+        api_pb2.Mount(host_path=str(tmp_path), container_path="data")])
     assert create_refused(pod, cfg).code() == INVALID
+    assert not (tmp_path / "does-not-exist").exists()
+    ctr = run(pod, "missing", [api_pb2.Mount(host_path=str(missing), container_path="/data")])
+    assert missing.is_dir() and (missing.stat().st_mode & 0o777) == 0o755
+    sh(pod, ctr, "echo from the container > /data/f")
+    assert (missing / "f").read_text() == "from the container\n"
+    # A symlink to nothing is refused, and its target not created.
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    cfg = pod.container_config("dangling", SLEEP, mounts=[
+        api_pb2.Mount(host_path=str(tmp_path / "dangling"), container_path="/data")])
+    assert create_refused(pod, cfg).code() == INVALID
+    assert not (tmp_path / "nowhere").exists()
 
 
 # --- propagation ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from cri.api import api_pb2
 from sandbox import cgroups
 from tests.e2e.containers import Pod, remove_pod, start_pod, wait_until
-from tests.e2e.helpers import Daemon, pod_config, swap_file
+from tests.e2e.helpers import Daemon, hugepage_sizes, pod_config, swap_file
 
 pytestmark = pytest.mark.node
 
@@ -122,9 +122,7 @@ def test_cpuset_hugetlb_and_the_unified_map_reach_the_cgroup(pod: Pod) -> None:
     """What the kubelet sends besides memory and cpu: a cpuset, a zero limit for every huge
     page size the node has, and unified (v2) keys."""
     res = api_pb2.LinuxContainerResources(cpuset_cpus="0", unified={"memory.high": "50331648"})
-    # Named as the kernel names its hugetlb files, and the kubelet its page sizes: 2MB, 1GB.
-    sizes = [page_size(int(p.name.removeprefix("hugepages-").removesuffix("kB")))
-             for p in Path("/sys/kernel/mm/hugepages").glob("hugepages-*kB")]
+    sizes = hugepage_sizes()
     for size in sizes:
         res.hugepage_limits.add(page_size=size, limit=0)
     ctr = pod.run("pinned", ["sleep", "1000"], resources=res)
@@ -134,10 +132,6 @@ def test_cpuset_hugetlb_and_the_unified_map_reach_the_cgroup(pod: Pod) -> None:
     assert read(d, "memory.swap.max") == "0"
     for size in sizes:
         assert read(d, f"hugetlb.{size}.max") == "0"
-
-
-def page_size(kib: int) -> str:
-    return f"{kib >> 20}GB" if kib % (1 << 20) == 0 else f"{kib >> 10}MB"
 
 
 def test_stats_come_from_the_v2_files(pod: Pod) -> None:

@@ -4,6 +4,8 @@ resources, mounts) and the whole spec from a fake pod, image config and identity
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,12 @@ from cri.runtime.container_spec import (
     container_spec,
     cri_mounts,
     environment,
+    missing_host_paths,
     resources,
     working_dir,
 )
 from cri.store.sandbox import Sandbox, SandboxMeta, SandboxState, SandboxStatus
+from sandbox.cgroups.features import Features
 from sandbox.oci.capabilities import bounding_set
 from sandbox.oci.mountinfo import MountEntry, propagation_of
 from sandbox.oci.spec import DEFAULT_PATH_ENV, MASKED_PATHS, READONLY_PATHS
@@ -163,53 +167,97 @@ def test_working_dir_other_spellings_of_the_fd_table_are_refused(cwd: str) -> No
 
 # --- resources -------------------------------------------------------------------------------
 
+# What container cgroups get on a host with every optional feature (v1: hierarchies, v2: the
+# root's controllers), and the same hosts less one feature (see sandbox/cgroups/features.py).
+V1 = Features(v2=False, controllers=frozenset(
+    {"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "misc",
+     "pids", "rdma"}), files=frozenset({"blkio.weight", "memory.memsw.limit_in_bytes"}))
+V2 = Features(v2=True, controllers=frozenset(
+    {"cpu", "cpuset", "hugetlb", "io", "memory", "misc", "pids", "rdma"}),
+    files=frozenset({"io.weight", "memory.swap.max"}))
+
+
+def without(features: Features, *names: str) -> Features:
+    return replace(features, controllers=features.controllers - set(names),
+                   files=features.files - set(names))
+
+
 def test_resources_memory_limit_turns_swap_off_on_v1_and_v2() -> None:
     res = api_pb2.LinuxContainerResources(memory_limit_in_bytes=256 << 20)
-    assert resources(res, v1_host=True, hugetlb=True)["memory"] == {
+    assert resources(res, V1)["memory"] == {
         "limit": 256 << 20, "swap": 256 << 20, "swappiness": 0}
-    assert resources(res, v1_host=False, hugetlb=True)["memory"] == {"limit": 256 << 20, "swap": 256 << 20}
+    assert resources(res, V2)["memory"] == {"limit": 256 << 20, "swap": 256 << 20}
+
+
+def test_resources_without_swap_accounting_set_no_swap_limit() -> None:
+    """runc fails the create on a swap limit whose file the kernel does not have."""
+    res = api_pb2.LinuxContainerResources(memory_limit_in_bytes=256 << 20)
+    assert resources(res, without(V1, "memory.memsw.limit_in_bytes"))["memory"] == {
+        "limit": 256 << 20, "swappiness": 0}
+    no_swap = without(V2, "memory.swap.max")
+    assert resources(res, no_swap) == {"memory": {"limit": 256 << 20}}
+    with pytest.raises(InvalidArgument, match=r"'memory\.swap\.max'.*no memory\.swap\.max"):
+        resources(api_pb2.LinuxContainerResources(unified={"memory.swap.max": "0"}), no_swap)
 
 
 def test_resources_without_limit() -> None:
     empty = api_pb2.LinuxContainerResources()
-    assert resources(empty, v1_host=True, hugetlb=True) == {"memory": {"swappiness": 0}}
+    assert resources(empty, V1) == {"memory": {"swappiness": 0}}
     # v2: swap off for the container itself too, as a value runc hands systemd as well.
-    assert resources(empty, v1_host=False, hugetlb=True) == {"unified": {"memory.swap.max": "0"}}
+    assert resources(empty, V2) == {"unified": {"memory.swap.max": "0"}}
 
 
 def test_resources_cpu() -> None:
     res = api_pb2.LinuxContainerResources(cpu_shares=512, cpu_quota=50000, cpu_period=100000,
                                           cpuset_cpus="0-1", cpuset_mems="0")
-    assert resources(res, v1_host=False, hugetlb=True)["cpu"] == {
+    assert resources(res, V2)["cpu"] == {
         "shares": 512, "quota": 50000, "period": 100000, "cpus": "0-1", "mems": "0"}
-    assert "cpu" not in resources(api_pb2.LinuxContainerResources(), v1_host=False, hugetlb=True)
+    assert "cpu" not in resources(api_pb2.LinuxContainerResources(), V2)
+    for host in (V1, V2):
+        assert resources(res, without(host, "cpuset"))["cpu"] == {
+            "shares": 512, "quota": 50000, "period": 100000}
 
 
 def test_resources_negative_memory_limit_is_refused() -> None:
-    for v1 in (True, False):
+    for host in (V1, V2):
         with pytest.raises(InvalidArgument, match="negative"):
-            resources(api_pb2.LinuxContainerResources(memory_limit_in_bytes=-1), v1_host=v1, hugetlb=True)
+            resources(api_pb2.LinuxContainerResources(memory_limit_in_bytes=-1), host)
 
 
 def test_resources_unified() -> None:
     res = api_pb2.LinuxContainerResources(unified={"memory.high": "1000000", "pids.max": "10"})
     with pytest.raises(InvalidArgument, match="v2"):
-        resources(res, v1_host=True, hugetlb=True)
-    assert resources(res, v1_host=False, hugetlb=True)["unified"] == {
+        resources(res, V1)
+    assert resources(res, V2)["unified"] == {
         "memory.high": "1000000", "pids.max": "10", "memory.swap.max": "0"}
     explicit = api_pb2.LinuxContainerResources(unified={"memory.swap.max": "max"})
-    assert resources(explicit, v1_host=False, hugetlb=True)["unified"] == {"memory.swap.max": "max"}
+    assert resources(explicit, V2)["unified"] == {"memory.swap.max": "max"}
+
+
+@pytest.mark.parametrize(("key", "lacking"), [
+    ("rdma.max", "rdma"), ("misc.max", "misc"), ("hugetlb.2MB.max", "hugetlb"),
+    ("io.max", "io"), ("io.weight", "io"), ("io.weight", "io.weight"),
+    ("io.bfq.weight", "io.bfq.weight"), ("pids.max", "pids"), ("cpuset.cpus", "cpuset"),
+])
+def test_resources_unified_key_the_cgroup_cannot_take_is_refused(key: str, lacking: str) -> None:
+    """A key the client named is refused, by name, rather than silently not applied."""
+    res = api_pb2.LinuxContainerResources(unified={key: "1"})
+    with pytest.raises(InvalidArgument, match=re.escape(f"'{key}'")):
+        resources(res, without(V2, lacking))
+    with_it = replace(V2, files=V2.files | {"io.bfq.weight"})
+    assert resources(res, with_it)["unified"][key] == "1"
 
 
 def test_resources_hugepages() -> None:
     res = api_pb2.LinuxContainerResources(hugepage_limits=[
         api_pb2.HugepageLimit(page_size="2MB", limit=4 << 20),
         api_pb2.HugepageLimit(page_size="1GB", limit=0)])
-    assert resources(res, v1_host=False, hugetlb=True)["hugepageLimits"] == [
-        {"pageSize": "2MB", "limit": 4 << 20}, {"pageSize": "1GB", "limit": 0}]
-    # Where the controller does not reach the container's cgroup (a v1 host without the
-    # hierarchy, a systemd slice) runc would fail the create on them: they are left out.
-    assert "hugepageLimits" not in resources(res, v1_host=False, hugetlb=False)
+    for host in (V1, V2):
+        assert resources(res, host)["hugepageLimits"] == [
+            {"pageSize": "2MB", "limit": 4 << 20}, {"pageSize": "1GB", "limit": 0}]
+        # Where the controller does not reach the container's cgroup (a v1 host without the
+        # hierarchy) runc would fail the create on them: they are left out, nothing refused.
+        assert "hugepageLimits" not in resources(res, without(host, "hugetlb"))
 
 
 # --- CRI mounts ------------------------------------------------------------------------------
@@ -251,10 +299,24 @@ def test_cri_mounts_recursive_read_only(tmp_path: Path) -> None:
 
 
 def test_cri_mounts_missing_host_path(tmp_path: Path) -> None:
-    with pytest.raises(InvalidArgument, match="does not exist"):
-        cri_mounts([mount(tmp_path / "missing", "/data")], {})
+    # Bound as named (CreateContainer creates it first, see missing_host_paths); nothing is
+    # created while the spec is made.
+    out, _ = cri_mounts([mount(tmp_path / "missing", "/data")], {})
+    assert out[0]["source"] == str(tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
     with pytest.raises(InvalidArgument, match="empty host path"):
         cri_mounts([mount("", "/data")], {})
+
+
+def test_missing_host_paths(tmp_path: Path) -> None:
+    (tmp_path / "there").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "there")
+    mounts = [mount(tmp_path / "there", "/a"), mount(tmp_path / "gone" / "deep", "/b"),
+              mount(tmp_path / "link" / "sub", "/c"), mount(tmp_path / "there", "/d"),
+              api_pb2.Mount(container_path="/img", readonly=True,
+                            image=api_pb2.ImageSpec(image="busybox"))]
+    # Through a symlinked parent, the path it resolves to.
+    assert missing_host_paths(mounts) == [tmp_path / "gone" / "deep", tmp_path / "there" / "sub"]
 
 
 def test_cri_mounts_symlinked_host_path_mounts_the_target(tmp_path: Path) -> None:
@@ -263,8 +325,9 @@ def test_cri_mounts_symlinked_host_path_mounts_the_target(tmp_path: Path) -> Non
     (tmp_path / "link").symlink_to(target)
     out, _ = cri_mounts([mount(tmp_path / "link", "/data")], {})
     assert out[0]["source"] == str(target)
+    # A symlink to nothing is not a path to create (CRI-O and containerd fail there too).
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    with pytest.raises(InvalidArgument, match="does not exist"):
+    with pytest.raises(InvalidArgument, match="dangling symlink"):
         cri_mounts([mount(tmp_path / "dangling", "/data")], {})
 
 
@@ -343,7 +406,7 @@ def inputs(run_dir: Path, config: api_pb2.ContainerConfig, pod: Sandbox | None =
         image=ImageConfig(entrypoint=("/bin/sh",), cmd=("-c", "sleep 1"), env=("IMG=1",),
                           working_dir="/srv"),
         identity=IDENTITY, rootfs=run_dir / "rootfs", cgroup_path="/kubepods/poduid/ctr0123",
-        pid_ns_path=None, host_pid=False, image_mounts={}, v1_host=True, hugetlb=True,
+        pid_ns_path=None, host_pid=False, image_mounts={}, cgroup_features=V1,
     )
     kwargs.update(overrides)
     return SpecInputs(**kwargs)
@@ -572,8 +635,8 @@ def test_spec_devices(run_dir: Path, tmp_path: Path) -> None:
 def test_spec_resources_follow_the_host_cgroup_version(run_dir: Path) -> None:
     config = cfg(linux=api_pb2.LinuxContainerConfig(
         resources=api_pb2.LinuxContainerResources(memory_limit_in_bytes=1 << 30)))
-    v1 = container_spec(inputs(run_dir, config, v1_host=True))["linux"]["resources"]
-    v2 = container_spec(inputs(run_dir, config, v1_host=False))["linux"]["resources"]
+    v1 = container_spec(inputs(run_dir, config, cgroup_features=V1))["linux"]["resources"]
+    v2 = container_spec(inputs(run_dir, config, cgroup_features=V2))["linux"]["resources"]
     assert v1["memory"] == {"limit": 1 << 30, "swap": 1 << 30, "swappiness": 0}
     assert v2["memory"] == {"limit": 1 << 30, "swap": 1 << 30}
 
@@ -604,6 +667,10 @@ def test_pids_limit_only_when_configured(run_dir: Path) -> None:
     assert "pids" not in container_spec(inputs(run_dir, config))["linux"]["resources"]
     spec = container_spec(inputs(run_dir, config, pids_limit=1024))
     assert spec["linux"]["resources"]["pids"] == {"limit": 1024}
+    # Without a pids controller (a v1 host that does not mount it) runc would fail the create.
+    spec = container_spec(inputs(run_dir, config, pids_limit=1024,
+                                 cgroup_features=without(V1, "pids")))
+    assert "pids" not in spec["linux"]["resources"]
 
 
 def test_spec_apparmor_profile_goes_to_the_process(run_dir: Path) -> None:
