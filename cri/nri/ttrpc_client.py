@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from cri.nri.transport import MessageStream
 from cri.nri.ttrpc_client_proto import ClientConnection, Failed, Outcome
-from cri.nri.ttrpc_status import ConnectionClosed, TtrpcError
+from cri.nri.ttrpc_status import ConnectionClosed, TtrpcError, parse
 
 M = TypeVar("M", bound=Message)
 
@@ -70,13 +70,8 @@ class TtrpcClient:
                            *, timeout: float | None = None) -> M:  # noqa: ASYNC109
         """``call`` with protobuf messages on both ends."""
         payload = await self.call(service, method, request.SerializeToString(), timeout=timeout)
-        response = response_type()
-        try:
-            response.ParseFromString(payload)
-        except DecodeError as exc:
-            raise TtrpcError(grpc.StatusCode.INTERNAL,
-                             f"{service}/{method}: undecodable {response_type.__name__}: {exc}") from exc
-        return response
+        return parse(response_type, payload, grpc.StatusCode.INTERNAL,
+                     f"{service}/{method}: undecodable {response_type.__name__}")
 
     def close(self) -> None:
         """End the connection; pending calls fail with ConnectionClosed."""

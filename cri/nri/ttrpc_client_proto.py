@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from cri.nri.api import ttrpc_pb2
 from cri.nri.ttrpc_frames import (
@@ -30,7 +29,7 @@ from cri.nri.ttrpc_frames import (
     encode_frame,
     oversized,
 )
-from cri.nri.ttrpc_status import ConnectionClosed, TtrpcError
+from cri.nri.ttrpc_status import ConnectionClosed, TtrpcError, parse
 
 
 @dataclass(frozen=True)
@@ -109,11 +108,10 @@ class ClientConnection:
 
 
 def _settle(stream_id: int, payload: bytes) -> Outcome:
-    response = ttrpc_pb2.Response()
     try:
-        response.ParseFromString(payload)
-    except DecodeError as exc:
-        return Failed(stream_id, TtrpcError(grpc.StatusCode.INTERNAL, f"undecodable response: {exc}"))
+        response = parse(ttrpc_pb2.Response, payload, grpc.StatusCode.INTERNAL, "undecodable response")
+    except TtrpcError as exc:
+        return Failed(stream_id, exc)
     if response.status.code != 0:
         return Failed(stream_id, TtrpcError.from_status(response.status))
     return Replied(stream_id, response.payload)

@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from cri.nri.transport import MessageStream
 from cri.nri.ttrpc_server_proto import RequestReceived, ServerConnection
-from cri.nri.ttrpc_status import TtrpcError
+from cri.nri.ttrpc_status import TtrpcError, parse
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,8 @@ def unary(request_type: type[Req], handler: Callable[[Req], Awaitable[Message]])
     """A Handler that decodes the request as ``request_type`` and encodes what ``handler`` returns."""
 
     async def handle(payload: bytes) -> bytes:
-        request = request_type()
-        try:
-            request.ParseFromString(payload)
-        except DecodeError as exc:
-            raise TtrpcError(grpc.StatusCode.INVALID_ARGUMENT,
-                             f"undecodable {request_type.__name__}: {exc}") from exc
+        request = parse(request_type, payload, grpc.StatusCode.INVALID_ARGUMENT,
+                        f"undecodable {request_type.__name__}")
         return (await handler(request)).SerializeToString()
 
     return handle

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from cri.nri.api import ttrpc_pb2
 from cri.nri.ttrpc_frames import (
@@ -32,7 +31,7 @@ from cri.nri.ttrpc_frames import (
     encode_frame,
     oversized,
 )
-from cri.nri.ttrpc_status import TtrpcError
+from cri.nri.ttrpc_status import TtrpcError, parse
 
 
 @dataclass(frozen=True)
@@ -75,11 +74,11 @@ class ServerConnection:
                                  "StreamID cannot be re-used and must increment")
                     continue
                 self._last_id = sid
-                request = ttrpc_pb2.Request()
                 try:
-                    request.ParseFromString(frame.payload)
-                except DecodeError as exc:
-                    self._reject(sid, grpc.StatusCode.INVALID_ARGUMENT, f"unmarshal request error: {exc}")
+                    request = parse(ttrpc_pb2.Request, frame.payload, grpc.StatusCode.INVALID_ARGUMENT,
+                                    "unmarshal request error")
+                except TtrpcError as exc:
+                    self._reject(sid, exc.code, exc.message)
                     continue
                 self._active.add(sid)
                 requests.append(RequestReceived(

@@ -8,10 +8,14 @@ gone), and a server handler raises it to choose the status it answers with.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from cri.nri.api import ttrpc_pb2
 
+M = TypeVar("M", bound=Message)
 _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -33,6 +37,16 @@ class TtrpcError(Exception):
         if code is None:
             return cls(grpc.StatusCode.UNKNOWN, f"status code {status.code}: {status.message}")
         return cls(code, status.message)
+
+
+def parse(message_type: type[M], payload: bytes, code: grpc.StatusCode, what: str) -> M:
+    """``payload`` as a ``message_type``; a TtrpcError with ``code`` if it does not decode."""
+    message = message_type()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError as exc:
+        raise TtrpcError(code, f"{what}: {exc}") from exc
+    return message
 
 
 class ConnectionClosed(TtrpcError):
