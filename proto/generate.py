@@ -1,10 +1,15 @@
-"""Regenerate cri/api/ from proto/api.proto: message classes, gRPC stubs and typed .pyi files.
+"""Regenerate the Python modules compiled from proto/: message classes and typed .pyi files.
 
-    .venv/bin/python proto/generate.py [--out DIR]
+    .venv/bin/python proto/generate.py [--root DIR]
 
-The proto is compiled as cri/api/api.proto so that the generated modules import each other as
-``cri.api.api_pb2`` (package-absolute). Output is deterministic: the same input gives
-byte-identical files, which a unit test checks against the committed ones.
+- proto/api.proto (CRI v1) -> cri/api/: messages and gRPC stubs.
+- proto/nri/api.proto (NRI) and proto/nri/ttrpc.proto (ttrpc's envelope) -> cri/nri/api/:
+  messages only, since NRI runs over ttrpc (cri/nri/), not gRPC.
+
+Each proto is compiled under the path of its Python package (e.g. cri/api/api.proto) so that
+the generated modules import each other package-absolute (``cri.api.api_pb2``). Output is
+deterministic: the same input gives byte-identical files, which a unit test checks against the
+committed ones. ``--root`` writes the same tree under another directory (default: the repo).
 """
 
 from __future__ import annotations
@@ -14,13 +19,32 @@ import shutil
 import sys
 import sysconfig
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
 REPO = Path(__file__).resolve().parents[1]
-PROTO = REPO / "proto" / "api.proto"
-OUTPUTS = ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py", "api_pb2_grpc.pyi")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Proto files compiled together into one Python package."""
+
+    sources: tuple[str, ...]  # relative to proto/
+    package: str  # the package directory, relative to the repo
+    grpc: bool  # also gRPC service stubs
+
+    def outputs(self) -> list[str]:
+        stems = [Path(src).stem for src in self.sources]
+        kinds = ["_pb2.py", "_pb2.pyi"] + (["_pb2_grpc.py", "_pb2_grpc.pyi"] if self.grpc else [])
+        return [stem + kind for stem in stems for kind in kinds]
+
+
+UNITS = (
+    Unit(("api.proto",), "cri/api", grpc=True),
+    Unit(("nri/api.proto", "nri/ttrpc.proto"), "cri/nri/api", grpc=False),
+)
 
 
 def _plugin(name: str) -> str:
@@ -33,36 +57,48 @@ def _plugin(name: str) -> str:
     return found
 
 
-def generate(out: Path) -> None:
+def _compile(unit: Unit, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "src", Path(tmp) / "out"
-        (src / "cri" / "api").mkdir(parents=True)
+        (src / unit.package).mkdir(parents=True)
         dst.mkdir()
-        shutil.copy(PROTO, src / "cri" / "api" / "api.proto")
+        names = []
+        for source in unit.sources:
+            name = f"{unit.package}/{Path(source).name}"
+            shutil.copy(REPO / "proto" / source, src / name)
+            names.append(name)
         include = Path(protoc.__file__).parent / "_proto"
-        rc = protoc.main([
+        args = [
             "grpc_tools.protoc",
             f"-I{src}",
             f"-I{include}",
             f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
-            f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
             f"--python_out={dst}",
-            f"--grpc_python_out={dst}",
             f"--mypy_out={dst}",
-            f"--mypy_grpc_out={dst}",
-            "cri/api/api.proto",
-        ])
+        ]
+        if unit.grpc:
+            args += [
+                f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
+                f"--grpc_python_out={dst}",
+                f"--mypy_grpc_out={dst}",
+            ]
+        rc = protoc.main([*args, *names])
         if rc != 0:
             raise SystemExit(f"protoc failed with {rc}")
-        for name in OUTPUTS:
-            shutil.copy(dst / "cri" / "api" / name, out / name)
+        for name in unit.outputs():
+            shutil.copy(dst / unit.package / name, out / name)
+
+
+def generate(root: Path) -> None:
+    for unit in UNITS:
+        _compile(unit, root / unit.package)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=REPO / "cri" / "api")
-    generate(ap.parse_args().out)
+    ap.add_argument("--root", type=Path, default=REPO)
+    generate(ap.parse_args().root)
     return 0
 
 
