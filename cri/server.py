@@ -17,6 +17,7 @@ from cri.config import Config, ConfigError, prepare
 from cri.image.servicer import ImageServicer
 from cri.interceptor import CRIInterceptor, RequestIdFilter
 from cri.runtime.daemon import Runtime
+from cri.runtime.nri_host import RuntimeHost
 from cri.runtime.servicer import RuntimeServicer
 from cri.unix_socket import SocketInUse, claim_socket
 
@@ -81,6 +82,8 @@ async def serve(config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start()
+        # Plugins join once the state is recovered, and before the first CRI call is served.
+        await runtime.nri.start(RuntimeHost(runtime))
         interceptor.ready = True
         log.info("recovery done: %d pod sandboxes", len(runtime.sandboxes))
         # Ready the moment every RPC answers: the socket serves and recovery is done.

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -177,15 +177,19 @@ class NRI:
     async def relay(self, event: int, request: Message) -> list[tuple[Plugin, Message]]:
         """``request`` to every plugin subscribed to ``event``, in order: their replies
         (none from plugins that went away meanwhile); PluginError if one refused."""
+        return [r async for r in self.relay_each(event, lambda: request)]
+
+    async def relay_each(self, event: int, request: Callable[[], Message]
+                         ) -> AsyncIterator[tuple[Plugin, Message]]:
+        """As ``relay``, yielding each reply before the next plugin is called, with the
+        request built anew for each (from what earlier replies changed)."""
         method = names.method(event)
         rtype = names.response_type(method)
-        replies: list[tuple[Plugin, Message]] = []
         for plugin in list(self._plugins):
             if plugin.subscribed(event):
-                reply = await plugin.call(method, request, rtype)
+                reply = await plugin.call(method, request(), rtype)
                 if reply is not None:
-                    replies.append((plugin, reply))
-        return replies
+                    yield plugin, reply
 
     async def apply(self, updates: Updates) -> None:
         """Carry out the updates and evictions plugins asked for in their replies."""

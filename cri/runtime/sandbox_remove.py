@@ -7,7 +7,7 @@ import asyncio
 import logging
 import shutil
 
-from cri.runtime import container_remove, infra
+from cri.runtime import container_remove, infra, nri_events
 from cri.runtime.daemon import Runtime
 from cri.runtime.sandbox_stop import stop
 from cri.store.sandbox import Sandbox
@@ -20,8 +20,11 @@ async def remove_pod_sandbox(rt: Runtime, pod_id: str) -> None:
         if pod is None:
             log.info("RemovePodSandbox: %s not found; nothing to remove", pod_id)
             return
+        view = nri_events.pod_view(rt, pod)
         await teardown(rt, pod)
-        rt.sandboxes.delete(pod)
+        async with rt.nri.gate.shared():  # a joining plugin has it in its snapshot or hears of this
+            rt.sandboxes.delete(pod)
+            await nri_events.remove_pod_sandbox(rt, view)
         rt.prune_stats()
     rt.forget_lock(pod.id)
     log.info("pod sandbox %s removed", pod.id)
