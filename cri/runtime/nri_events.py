@@ -245,23 +245,25 @@ def container_exited(rt: Runtime, ctr: Container) -> None:
 async def stop_sent(rt: Runtime, ctr: Container) -> None:
     task = rt.nri_stops.get(ctr.id)
     if task is not None:
-        await asyncio.shield(task)
+        await asyncio.wait([task])  # its outcome is its own (logged there)
 
 
 async def _stop_container(rt: Runtime, ctr: Container) -> None:
     pod = rt.sandboxes.get(ctr.meta.pod_id)
     if pod is None:
         return
-    view = await container_view(ctr)
-    updates = Updates(creating=ctr.id)
     try:
+        view = await container_view(ctr)
+        updates = Updates()
         for plugin, reply in await rt.nri.relay(nri.STOP_CONTAINER, nri.StopContainerRequest(
                 pod=pod_view(rt, pod), container=view)):
             assert isinstance(reply, nri.StopContainerResponse)
             updates.add(plugin.full_name, reply.update)
+        await rt.nri.apply(updates)
     except (PluginError, ValueError) as exc:
         log.warning("%s", exc)
-    await rt.nri.apply(updates)
+    except Exception:  # a detached task: nothing else would report it
+        log.exception("NRI StopContainer of %s failed", ctr.id)
 
 
 async def remove_container(rt: Runtime, pod_msg: nri.PodSandbox | None,

@@ -4,16 +4,9 @@ synchronization goes before creations that arrive after it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from cri.nri.gate import SyncGate
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    async def main() -> None:
-        await asyncio.wait_for(scenario(), 10)
-
-    asyncio.run(main())
+from tests.unit.cri.nri.aio import run
 
 
 def test_shared_holders_overlap_and_exclusive_waits_for_them() -> None:

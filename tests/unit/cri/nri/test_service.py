@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from cri.nri.plugin import PluginError
 from cri.nri.service import NRI
 from cri.nri.ttrpc_status import TtrpcError
 from tests.fixtures.nri_plugin import StubPlugin
+from tests.unit.cri.nri.aio import run
 
 REPO = Path(__file__).resolve().parents[4]
 
@@ -39,12 +40,6 @@ class FakeHost:
         self.applied.append((list(updates), list(evictions)))
         return [u for u in updates if u.container_id == "missing"]
 
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    async def main() -> None:
-        await asyncio.wait_for(scenario(), 30)
-
-    asyncio.run(main())
 
 
 def config(tmp_path: Path, **kw: Any) -> NRIConfig:
