@@ -14,23 +14,39 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from cri.errors import CRIError
 from cri.nri import adjust, resources, views
 from cri.nri.api import api_pb2 as nri
 from cri.nri.owners import Owners
 from cri.nri.plugin import PluginError
+from cri.nri.service import NRI
 from cri.nri.updates import Updates
-from cri.runtime.daemon import Runtime
-from cri.store.container import Container, ContainerState
-from cri.store.sandbox import Sandbox
+from cri.store.container import Container, ContainerState, ContainerStore
+from cri.store.sandbox import Sandbox, SandboxStore
+from sandbox.cgroups.driver import CgroupDriver
 from sandbox.cgroups.features import Features
 
 log = logging.getLogger(__name__)
 
 Spec = dict[str, Any]
+
+
+class Runtime(Protocol):
+    """The parts of cri.runtime.daemon.Runtime used here (a seam, so that this module stays
+    out of the daemon's import circle while the RPC modules in it call in)."""
+
+    nri: NRI
+    nri_stops: dict[str, asyncio.Task[None]]
+    cgroups: CgroupDriver
+    sandboxes: SandboxStore
+    containers: ContainerStore
+
+    def container_features(self, pod_cgroup: str) -> Features: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 
 _STATES = {
     ContainerState.CREATED: nri.CONTAINER_CREATED, ContainerState.RUNNING: nri.CONTAINER_RUNNING,
