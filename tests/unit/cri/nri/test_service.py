@@ -112,10 +112,11 @@ def test_a_plugin_that_subscribes_to_nothing_gets_every_event(tmp_path: Path) ->
     async def scenario() -> None:
         cfg = config(tmp_path)
         async with running(cfg) as service:
-            await connect(cfg, StubPlugin("all", "00"))
+            stub = await connect(cfg, StubPlugin("all", "00"))  # kept: its tasks live with it
             await joined(service, 1)
             for event in (nri.RUN_POD_SANDBOX, nri.CREATE_CONTAINER, nri.REMOVE_CONTAINER):
                 assert service.subscribed(event)
+            assert stub.got("Configure")
 
     run(scenario)
 
@@ -127,11 +128,12 @@ def test_a_refusal_fails_the_call_and_names_the_plugin(tmp_path: Path) -> None:
     async def scenario() -> None:
         cfg = config(tmp_path)
         async with running(cfg) as service:
-            await connect(cfg, StubPlugin("picky", "30", [nri.RUN_POD_SANDBOX],
-                                          {"RunPodSandbox": refuse}))
+            stub = await connect(cfg, StubPlugin("picky", "30", [nri.RUN_POD_SANDBOX],
+                                                 {"RunPodSandbox": refuse}))
             await joined(service, 1)
             with pytest.raises(PluginError, match="30-picky failed RunPodSandbox: no room"):
                 await service.relay(nri.RUN_POD_SANDBOX, nri.RunPodSandboxRequest())
+            assert stub.got("RunPodSandbox")
             assert len(service.plugins) == 1  # refusing is an answer: it stays
 
     run(scenario)
