@@ -24,7 +24,7 @@ from cri.nri.ttrpc_status import TtrpcError
 from cri.runtime import nri_events
 from cri.store.container import ContainerMeta, ContainerState, ContainerStore
 from cri.store.sandbox import Sandbox, SandboxMeta, SandboxState, SandboxStatus, SandboxStore
-from sandbox.cgroups.driver import CgroupfsDriver
+from sandbox.cgroups.driver import CgroupDriver, CgroupfsDriver
 from sandbox.cgroups.features import Features
 from tests.fixtures.nri_plugin import StubPlugin
 from tests.unit.cri.nri.aio import run
@@ -38,7 +38,7 @@ class FakeRuntime:
     def __init__(self, root: Path, nri_service: NRI) -> None:
         self.nri = nri_service
         self.nri_stops: dict[str, asyncio.Task[None]] = {}
-        self.cgroups = CgroupfsDriver("")
+        self.cgroups: CgroupDriver = CgroupfsDriver("")
         self.sandboxes = SandboxStore(root)
         self.containers = ContainerStore(root)
         self.features = Features(v2=False, controllers=frozenset({"cpu", "memory"}),
