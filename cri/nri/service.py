@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -100,11 +101,18 @@ class NRI:
         except (SocketInUse, OSError) as exc:
             log.error("NRI: not accepting external plugins: %s", exc)
             return
-        old_umask = os.umask(0o177)  # root only: a plugin may change every container
+        # Root only (a plugin may change every container): the mode is set between bind and
+        # listen, before anyone can connect (no process-wide umask dance).
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._server = await asyncio.start_unix_server(self._accept, str(path))
-        finally:
-            os.umask(old_umask)
+            sock.bind(str(path))
+            os.chmod(path, 0o600)
+            sock.listen(16)
+            self._server = await asyncio.start_unix_server(self._accept, sock=sock)
+        except OSError as exc:  # e.g. a path longer than a unix socket address holds
+            sock.close()
+            log.error("NRI: not accepting external plugins: %s: %s", path, exc)
+            return
         self._socket = path
         log.info("NRI: external plugins may connect to %s", path)
 

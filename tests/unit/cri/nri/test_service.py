@@ -268,3 +268,14 @@ def test_a_pre_installed_plugin_is_started_with_its_config(tmp_path: Path) -> No
         assert process.returncode is not None  # stopped with the daemon
 
     run(scenario)
+
+
+def test_a_socket_that_cannot_be_served_leaves_nri_without_one(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        long = tmp_path / ("d" * 120) / "nri.sock"  # beyond a unix socket address
+        cfg = config(tmp_path, socket_path=str(long))
+        async with running(cfg) as service:
+            assert not long.exists()
+            assert service.plugins == []
+
+    run(scenario)
