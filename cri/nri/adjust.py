@@ -78,6 +78,7 @@ def apply(spec: Spec, adj: nri.ContainerAdjustment, *, plugin: str, ctr_id: str,
         _adjust_mounts(spec, adj.mounts, claim, lambda key: owners.clear(ctr_id, "mount", key),
                        plugin)
     if adj.HasField("hooks"):
+        owners.add_hooks(ctr_id, plugin)
         hooks = spec.setdefault("hooks", {})
         for field, oci in _HOOK_KINDS:
             for h in getattr(adj.hooks, field):

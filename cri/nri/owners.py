@@ -17,6 +17,11 @@ class Conflict(ValueError):
 class Owners:
     def __init__(self) -> None:
         self._owner: dict[tuple[str, str, str], str] = {}
+        # OCI hooks add up rather than conflict: every plugin that added some, in order.
+        self.hooks: dict[str, list[str]] = {}
+
+    def add_hooks(self, ctr_id: str, plugin: str) -> None:
+        self.hooks.setdefault(ctr_id, []).append(plugin)
 
     def claim(self, ctr_id: str, field: str, key: str, plugin: str) -> None:
         owner = self._owner.setdefault((ctr_id, field, key), plugin)
@@ -27,3 +32,7 @@ class Owners:
 
     def clear(self, ctr_id: str, field: str, key: str) -> None:
         self._owner.pop((ctr_id, field, key), None)
+
+    def claims(self) -> list[tuple[str, str, str, str]]:
+        """(container id, field, key, plugin) of every claim."""
+        return [(*k, plugin) for k, plugin in self._owner.items()]

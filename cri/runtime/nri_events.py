@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from cri.errors import CRIError
-from cri.nri import adjust, resources, views
+from cri.nri import adjust, resources, validate, views
 from cri.nri.api import api_pb2 as nri
 from cri.nri.owners import Owners
 from cri.nri.plugin import PluginError
@@ -187,14 +187,21 @@ async def post_update_pod_sandbox(rt: Runtime, pod: Sandbox) -> None:
 # Containers -------------------------------------------------------------------------------
 async def create_container(rt: Runtime, pod: Sandbox, info: views.ContainerInfo, spec: Spec
                            ) -> Updates:
-    """Each subscribed plugin in turn sees the container and adjusts ``spec`` (in place); the
-    updates and evictions of other containers they asked for, to apply once it exists."""
+    """Each subscribed plugin in turn sees the container and adjusts ``spec`` (in place), then
+    validators check the outcome (cri/nri/validate.py); the updates and evictions of other
+    containers they asked for, to apply once it exists."""
     owners = Owners()
     updates = Updates(owners, creating=info.id)
-    if not rt.nri.subscribed(nri.CREATE_CONTAINER):
+    if not (rt.nri.subscribed(nri.CREATE_CONTAINER)
+            or rt.nri.subscribed(nri.VALIDATE_CONTAINER_ADJUSTMENT)):
         return updates
     pod_msg = pod_view(rt, pod)
     check = check_resources(rt.container_features(pod.meta.cgroup_parent))
+    validators = [p for p in rt.nri.plugins if p.subscribed(nri.VALIDATE_CONTAINER_ADJUSTMENT)]
+    validation = nri.ValidateContainerAdjustmentRequest(
+        pod=pod_msg, container=views.container(spec, info),
+        plugins=[nri.PluginInstance(name=p.name, index=p.idx) for p in rt.nri.plugins],
+    ) if validators else None
 
     def request() -> nri.CreateContainerRequest:
         return nri.CreateContainerRequest(pod=pod_msg, container=views.container(spec, info))
@@ -205,7 +212,13 @@ async def create_container(rt: Runtime, pod: Sandbox, info: views.ContainerInfo,
             if reply.HasField("adjust"):
                 adjust.apply(spec, reply.adjust, plugin=plugin.full_name, ctr_id=info.id,
                              owners=owners, check=check)
+                if validation is not None:
+                    validation.adjust.MergeFrom(reply.adjust)
             updates.add(plugin.full_name, reply.update, reply.evict)
+        if validation is not None:
+            validation.update.extend(updates.updates)
+            validation.owners.CopyFrom(validate.owning_plugins(owners))
+            await validate.validate(validators, validation)
     except (PluginError, ValueError) as exc:
         raise _failed(exc) from exc
     return updates

@@ -127,6 +127,43 @@ def test_two_plugins_setting_the_same_env_fail_the_create_naming_both(tmp_path: 
     run(scenario)
 
 
+def test_a_validator_sees_who_adjusted_what_and_may_reject_it(tmp_path: Path) -> None:
+    async def adjust_it(req: nri.CreateContainerRequest) -> nri.CreateContainerResponse:
+        adj = nri.ContainerAdjustment(env=[nri.KeyValue(key="X", value="1")])
+        adj.hooks.prestart.add(path="/bin/hook")
+        return nri.CreateContainerResponse(adjust=adj)
+
+    async def no_hooks(req: nri.ValidateContainerAdjustmentRequest
+                       ) -> nri.ValidateContainerAdjustmentResponse:
+        owners = req.owners.owners[req.container.id]
+        if owners.simple[nri.OciHooks]:
+            return nri.ValidateContainerAdjustmentResponse(
+                reject=True, reason=f"hooks from {owners.simple[nri.OciHooks]}")
+        return nri.ValidateContainerAdjustmentResponse()
+
+    async def scenario() -> None:
+        async with runtime(tmp_path) as rt:
+            cfg = rt.nri.config
+            adjuster = await connect(cfg, StubPlugin("a", "10", [nri.CREATE_CONTAINER],
+                                                     {"CreateContainer": adjust_it}))
+            validator = await connect(cfg, StubPlugin(
+                "v", "90", [nri.VALIDATE_CONTAINER_ADJUSTMENT],
+                {"ValidateContainerAdjustment": no_hooks}))
+            await joined(rt.nri, 2)
+            with pytest.raises(CRIError, match="NRI validator 90-v rejected the adjustments "
+                                               "of container 'app': hooks from 10-a"):
+                await nri_events.create_container(rt, a_pod(), info(), copy.deepcopy(SPEC))
+            [req] = validator.got("ValidateContainerAdjustment")
+            assert req.container.env == ["PATH=/bin"]  # as it was before any plugin
+            assert [e.key for e in req.adjust.env] == ["X"]
+            env = req.owners.owners[req.container.id].compound[nri.Env]
+            assert dict(env.owners) == {"X": "10-a"}
+            assert [(p.index, p.name) for p in req.plugins] == [("10", "a"), ("90", "v")]
+            assert adjuster.got("CreateContainer")
+
+    run(scenario)
+
+
 def test_a_refused_pod_is_an_error_and_its_undo_tells_plugins(tmp_path: Path) -> None:
     async def refuse(req: Any) -> None:
         raise TtrpcError(grpc.StatusCode.UNKNOWN, "not today")
