@@ -237,12 +237,19 @@ async def undo_create_container(rt: Runtime, pod: Sandbox, info: views.Container
                   lambda: nri.RemoveContainerRequest(pod=pod_msg, container=view))
 
 
+async def _notify_container(rt: Runtime, event: int, make: Callable[..., Any], pod: Sandbox,
+                            ctr: Container) -> None:
+    """A container event whose refusal is only logged, ``make`` its request type."""
+    if rt.nri.subscribed(event):
+        view = await container_view(ctr)
+        await _notify(rt, event, lambda: make(pod=pod_view(rt, pod), container=view))
+
+
 async def post_create_container(rt: Runtime, pod: Sandbox, ctr: Container,
                                 updates: Updates) -> None:
-    if rt.nri.subscribed(nri.POST_CREATE_CONTAINER):
-        view = await container_view(ctr)
-        await _notify(rt, nri.POST_CREATE_CONTAINER, lambda: nri.PostCreateContainerRequest(
-            pod=pod_view(rt, pod), container=view))
+    """After the container exists: PostCreateContainer, then what plugins asked of others."""
+    await _notify_container(rt, nri.POST_CREATE_CONTAINER, nri.PostCreateContainerRequest,
+                            pod, ctr)
     await rt.nri.apply(updates)
 
 
@@ -257,10 +264,8 @@ async def start_container(rt: Runtime, pod: Sandbox, ctr: Container) -> None:
 
 
 async def post_start_container(rt: Runtime, pod: Sandbox, ctr: Container) -> None:
-    if rt.nri.subscribed(nri.POST_START_CONTAINER):
-        view = await container_view(ctr)
-        await _notify(rt, nri.POST_START_CONTAINER, lambda: nri.PostStartContainerRequest(
-            pod=pod_view(rt, pod), container=view))
+    await _notify_container(rt, nri.POST_START_CONTAINER, nri.PostStartContainerRequest,
+                            pod, ctr)
 
 
 def container_exited(rt: Runtime, ctr: Container) -> None:
@@ -327,8 +332,6 @@ async def update_container(rt: Runtime, pod: Sandbox, ctr: Container, res: Spec)
 
 async def post_update_container(rt: Runtime, pod: Sandbox, ctr: Container,
                                 updates: Updates) -> None:
-    if rt.nri.subscribed(nri.POST_UPDATE_CONTAINER):
-        view = await container_view(ctr)
-        await _notify(rt, nri.POST_UPDATE_CONTAINER, lambda: nri.PostUpdateContainerRequest(
-            pod=pod_view(rt, pod), container=view))
+    await _notify_container(rt, nri.POST_UPDATE_CONTAINER, nri.PostUpdateContainerRequest,
+                            pod, ctr)
     await rt.nri.apply(updates)
