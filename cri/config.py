@@ -150,6 +150,42 @@ class NetworkConfig:
 
 
 @dataclass
+class NRIConfig:
+    """[pycri.nri]"""
+
+    enable: bool = _opt(
+        True,
+        "Serve NRI (Node Resource Interface) plugins: they see pod and container lifecycle "
+        "events and may adjust containers as they are created, as with containerd and CRI-O.",
+    )
+    socket_path: str = _opt(
+        "/var/run/nri/nri.sock",
+        "Unix socket externally started plugins connect to (root only); empty accepts none. "
+        "A socket another live runtime serves is left to it (and NRI serves no socket).",
+    )
+    plugin_path: str = _opt(
+        "/opt/nri/plugins",
+        'Pre-installed plugins: each executable named "NN-name" (NN its two-digit index, the '
+        "order plugins are called in) is started at start-up with a connected socket.",
+    )
+    plugin_config_path: str = _opt(
+        "/etc/nri/conf.d",
+        'Configuration of pre-installed plugins: "NN-name.conf", else "name.conf", is handed '
+        "to the plugin as it starts.",
+    )
+    plugin_registration_timeout: float = _opt(
+        5.0,
+        "Seconds a plugin has to register once connected, and to take its initial "
+        "synchronization with every existing pod and container.",
+    )
+    plugin_request_timeout: float = _opt(
+        2.0,
+        "Seconds a plugin has to answer one event; one that does not is disconnected and the "
+        "CRI call goes on without it.",
+    )
+
+
+@dataclass
 class PycriConfig:
     """[pycri]"""
 
@@ -160,6 +196,7 @@ class PycriConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    nri: NRIConfig = field(default_factory=NRIConfig)
 
     # Derived paths -------------------------------------------------------------------------
     @property
@@ -180,6 +217,7 @@ TABLES: dict[str, type[Any]] = {
     "pycri.runtime": RuntimeConfig,
     "pycri.image": ImageConfig,
     "pycri.network": NetworkConfig,
+    "pycri.nri": NRIConfig,
 }
 
 
@@ -302,6 +340,17 @@ def validate(cfg: PycriConfig) -> None:
             ipaddress.ip_network(cidr)
         except ValueError as exc:
             raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from None
+    _validate_nri(cfg.nri)
+
+
+def _validate_nri(nri: NRIConfig) -> None:
+    for key in ("socket_path", "plugin_path", "plugin_config_path"):
+        value = getattr(nri, key)
+        if value and not os.path.isabs(value):
+            raise ConfigError(f"pycri.nri.{key}: must be an absolute path")
+    for key in ("plugin_registration_timeout", "plugin_request_timeout"):
+        if getattr(nri, key) <= 0:
+            raise ConfigError(f"pycri.nri.{key}: must be positive")
 
 
 def resolve_binary(key: str, value: str) -> str:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import signal
-import socket
-import stat
 import sys
-from pathlib import Path
 
 import grpc
 
@@ -21,7 +17,9 @@ from cri.config import Config, ConfigError, prepare
 from cri.image.servicer import ImageServicer
 from cri.interceptor import CRIInterceptor, RequestIdFilter
 from cri.runtime.daemon import Runtime
+from cri.runtime.nri_host import RuntimeHost
 from cri.runtime.servicer import RuntimeServicer
+from cri.unix_socket import SocketInUse, claim_socket
 
 log = logging.getLogger("pycri")
 
@@ -30,10 +28,6 @@ MAX_MESSAGE = 16 * 1024 * 1024  # same as the kubelet's CRI client limit
 # caps of sandbox/oci/exec_sync.py). A client that accepts less gets RESOURCE_EXHAUSTED from
 # its own side; the daemon never refuses to send what it promised.
 MAX_REPLY = 2 * MAX_MESSAGE + 1024 * 1024
-
-
-class SocketInUse(Exception):
-    pass
 
 
 def setup_logging(level: str) -> None:
@@ -47,35 +41,12 @@ def setup_logging(level: str) -> None:
     logging.getLogger("grpc").setLevel(logging.INFO)  # its debug level logs every poll
 
 
-def claim_socket(path: Path) -> None:
-    """Replace a stale socket; refuse to start if another daemon answers on it."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise SocketInUse(f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise SocketInUse(f"{path}: cannot tell whether it is in use: {exc}") from exc
-        path.unlink(missing_ok=True)  # nobody listens: a leftover of a killed daemon
-        return
-    finally:
-        probe.close()
-    raise SocketInUse(f"{path} is in use by a running daemon; stop it or pick another --listen")
-
-
 async def serve(config: Config) -> int:
     setup_logging(config.log_level)
     notify_socket = sdnotify.take_socket()  # under systemd's Type=notify: see cri/sdnotify.py
     try:
         prepare(config)
-        claim_socket(config.socket_path)
+        claim_socket(config.socket_path, "pick another --listen")
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
         return 2
@@ -111,6 +82,8 @@ async def serve(config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start()
+        # Plugins join once the state is recovered, and before the first CRI call is served.
+        await runtime.nri.start(RuntimeHost(runtime))
         interceptor.ready = True
         log.info("recovery done: %d pod sandboxes", len(runtime.sandboxes))
         # Ready the moment every RPC answers: the socket serves and recovery is done.

@@ -35,6 +35,10 @@
 #                                     cgroup of the run's own with cgroupfs, the daemon's default
 #                                     with systemd
 #   PYCRI_CRITEST_LOG_LEVEL=info      the daemon's log_level
+#   PYCRI_CRITEST_NRI=1               runs critest's NRI specs too (--nri-socket): critest's
+#                                     plugins connect to the daemon's NRI socket. The daemon
+#                                     always serves NRI on a socket of the run (and starts no
+#                                     plugins of the host's), so it never takes the node's.
 #   PYCRI_CRITEST_REGISTRY_PORT=5000  the local registry's port on 127.0.0.1; when it is taken a
 #                                     free one is used with a copy of registries.conf naming it
 #   PYCRI_CRITEST_SHARED=../shared/critest   the fixtures' folder
@@ -156,6 +160,7 @@ bridge=pcrt$tag
 cgroup_parent=/pycri-critest-$tag
 conmon_cgroup=/pycri-critest-$tag-conmon
 sock=$base/run/pycri.sock
+nri_sock=$base/run/nri.sock
 daemon_pid=""
 critest_pid=""
 driver=${PYCRI_CRITEST_CGROUP_DRIVER:-}
@@ -321,6 +326,10 @@ EOF
   # The bridge does not masquerade and neither does pycri: critest's traffic stays on the node,
   # and a masquerade rule would outlive the daemon.
   echo "masquerade_cidrs = []"
+  echo "[pycri.nri]"
+  echo "socket_path = \"$nri_sock\""
+  echo "plugin_path = \"$base/nri-plugins\""
+  echo "plugin_config_path = \"$base/nri-conf\""
 } >"$base/pycri.conf"
 printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n' "$sock" "$sock" \
   >"$base/crictl.yaml"
@@ -339,7 +348,8 @@ say "pycri $(crictl version 2>/dev/null | awk '/RuntimeVersion/ { print $2 }') o
   "cgroup driver ${driver:-default}, bridge $bridge $subnet.0/24, registry 127.0.0.1:$port"
 
 set -- --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" --config "$base/crictl.yaml" \
-  --parallel "${PYCRI_CRITEST_PARALLEL:-2}" --ginkgo.no-color ${focus:+"--ginkgo.focus=$focus"} "$@"
+  --parallel "${PYCRI_CRITEST_PARALLEL:-2}" --ginkgo.no-color ${focus:+"--ginkgo.focus=$focus"} \
+  ${PYCRI_CRITEST_NRI:+--nri-socket="$nri_sock"} "$@"
 start=$(date +%s)
 # critest --parallel runs ginkgo from PATH; its temp files go to the run's dir. It runs in a
 # session of its own, waited for with `wait` (which a signal interrupts, unlike a foreground

@@ -2,7 +2,8 @@
 registering its undo first (the same discipline as RunPodSandbox).
 
 Order: checks -> state dir -> image layers pinned -> rootfs overlay (writable upper) -> image
-volumes -> user resolved inside the rootfs -> spec -> conmon + `runc create` -> CREATED.
+volumes -> user resolved inside the rootfs -> spec -> NRI CreateContainer (adjustments) ->
+bundle -> conmon + `runc create` -> CREATED -> NRI PostCreateContainer.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from cri.image.images import name_of
 from cri.image.manifest import ImageConfig, parse_image_config
 from cri.image.rootfs import mount_rootfs, unmount
 from cri.image.store import ImageRecord
-from cri.runtime import apparmor_profile, container_spec
+from cri.nri import views
+from cri.nri.api import api_pb2 as nri
+from cri.runtime import apparmor_profile, container_spec, nri_events
 from cri.runtime.container_exit import publish
 from cri.runtime.daemon import Runtime
 from cri.runtime.podspec import check_user_namespace
@@ -190,15 +193,14 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             strict_groups=sc.supplemental_groups_policy == api_pb2.SupplementalGroupsPolicy.Strict,
         )
 
-        def prepare() -> Container:
-            """Everything between the mounts and runc, in one worker-thread hop: the user from
-            the rootfs, the spec, the working dir, meta.json, the bundle and the log dir."""
+        def build_spec() -> tuple[Identity, ocispec.Spec]:
+            """The user from the rootfs, and the spec (in a worker thread: both read files)."""
             try:
                 ident = resolve_identity(ctr.rootfs, **user.__dict__)
             except UserError as exc:
                 raise InvalidArgument(str(exc)) from exc
             profile = apparmor_profile.resolve(rt.apparmor, apparmor, privileged=sc.privileged)
-            spec = container_spec.container_spec(container_spec.SpecInputs(
+            return ident, container_spec.container_spec(container_spec.SpecInputs(
                 ctr_id=ctr_id, pod=pod, config=config, image=image_cfg, identity=ident,
                 rootfs=ctr.rootfs, cgroup_path=cgroup_path, pid_ns_path=pid_ns_path,
                 host_pid=host_pid, image_mounts=image_mounts,
@@ -206,6 +208,12 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
                 rro_supported="rro" in rt.mount_options, pids_limit=rt.config.runtime.pids_limit,
                 apparmor_profile=profile,
             ))
+
+        ident, spec = await asyncio.to_thread(build_spec)
+
+        def write_bundle() -> Container:
+            """The missing host paths of bind mounts (every check of the request has passed by
+            now), the working dir, meta.json, the bundle and the log dir."""
             for path in container_spec.missing_host_paths(config.mounts):
                 path.mkdir(mode=0o755, parents=True, exist_ok=True)
                 log.info("container %s: created the missing host path %s of a mount", name, path)
@@ -218,26 +226,37 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             log_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             return done
 
-        ctr = await asyncio.to_thread(prepare)
-        undo.push_async_callback(_delete_runc, rt, ctr_id)
-        try:
-            pid = await rt.oci.create(
-                ctr_id, ctr.bundle, log_path=log_path, pidfile=ctr.bundle / "pid",
-                attach_socket_dir=ctr.bundle, terminal=config.tty, stdin=config.stdin,
-                stdin_once=config.stdin_once, name=name, pod_cgroup=pod.meta.cgroup_parent,
-                timeout=rt.config.runtime.runtime_timeout,
-            )
-        except OCITimeout as exc:
-            raise DeadlineExceeded(f"container create timed out: {exc}") from exc
-        except OCIRuntimeError as exc:
-            raise Internal(f"container create failed: {exc}") from exc
-        await synced
-        ctr.status.pid = pid
-        ctr.set_state(ContainerState.CREATED)
-        rt.containers.commit(ctr)
-        undo.pop_all()
+        # NRI plugins adjust the spec before runc sees it. Until the container is in the store
+        # it is not listed, and a plugin joining meanwhile waits (cri/nri/gate.py). A failure
+        # from here on is reported to plugins as the container stopping and going.
+        info = views.ContainerInfo(
+            id=ctr_id, pod_id=pod.id, name=config.metadata.name, state=nri.CONTAINER_UNKNOWN,
+            labels=dict(config.labels), image=config.image.image, image_id=rec.id,
+            created_at=ctr.meta.created_at)
+        async with rt.nri.gate.shared():
+            undo.push_async_callback(nri_events.undo_create_container, rt, pod, info, spec)
+            updates = await nri_events.create_container(rt, pod, info, spec)
+            ctr = await asyncio.to_thread(write_bundle)
+            undo.push_async_callback(_delete_runc, rt, ctr_id)
+            try:
+                pid = await rt.oci.create(
+                    ctr_id, ctr.bundle, log_path=log_path, pidfile=ctr.bundle / "pid",
+                    attach_socket_dir=ctr.bundle, terminal=config.tty, stdin=config.stdin,
+                    stdin_once=config.stdin_once, name=name, pod_cgroup=pod.meta.cgroup_parent,
+                    timeout=rt.config.runtime.runtime_timeout,
+                )
+            except OCITimeout as exc:
+                raise DeadlineExceeded(f"container create timed out: {exc}") from exc
+            except OCIRuntimeError as exc:
+                raise Internal(f"container create failed: {exc}") from exc
+            await synced
+            ctr.status.pid = pid
+            ctr.set_state(ContainerState.CREATED)
+            rt.containers.commit(ctr)
+            undo.pop_all()
     log.info("container %s (%s) created in pod %s", ctr_id, name, pod.id)
     publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_CREATED_EVENT)
+    await nri_events.post_create_container(rt, pod, ctr, updates)
     return ctr_id
 
 

@@ -1,6 +1,6 @@
 """What happens when conmon reports a container's exit: state, reason (OOMKilled when the
-kernel's OOM killer struck in its cgroup), and a STOPPED event; and the container events
-themselves, the pods' own included."""
+kernel's OOM killer struck in its cgroup), a STOPPED event, and NRI's StopContainer; and the
+container events themselves, the pods' own included."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cri.api import api_pb2
+from cri.runtime import nri_events
 from cri.runtime.daemon import Runtime
 from cri.store.container import Container, ContainerState
 from sandbox.cgroups import pod_cgroup_dirs
@@ -75,6 +76,7 @@ def container_exited(rt: Runtime, ctr: Container, code: int, exited_at: datetime
     if starting:
         publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_STARTED_EVENT)
     publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_STOPPED_EVENT)
+    nri_events.container_exited(rt, ctr)
 
 
 def publish(rt: Runtime, ctr: Container, kind: api_pb2.ContainerEventType.ValueType) -> None:

@@ -10,6 +10,7 @@ import shutil
 from cri.api import api_pb2
 from cri.errors import Internal, NotFound
 from cri.image.rootfs import unmount
+from cri.runtime import nri_events
 from cri.runtime.container_exit import publish
 from cri.runtime.container_stop import stop
 from cri.runtime.daemon import Runtime
@@ -35,8 +36,13 @@ async def remove_container(rt: Runtime, ctr_id: str) -> None:
 async def remove(rt: Runtime, ctr: Container) -> None:
     """The caller holds the container's lock."""
     await stop(rt, ctr, 0)
+    pod = rt.sandboxes.get(ctr.meta.pod_id)
+    pod_view = nri_events.pod_view(rt, pod) if pod is not None else None
+    view = await nri_events.container_view(ctr)  # while the bundle is there
     await teardown(rt, ctr)
-    rt.containers.delete(ctr)
+    async with rt.nri.gate.shared():  # a joining plugin has it in its snapshot or hears of this
+        rt.containers.delete(ctr)
+        await nri_events.remove_container(rt, pod_view, view)
     rt.prune_stats()
     log.info("container %s removed", ctr.id)
     publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_DELETED_EVENT)

@@ -212,13 +212,6 @@ def _default_mounts(inp: SpecInputs, privileged: bool) -> list[Spec]:
     return mounts
 
 
-def _sort_mounts(mounts: list[Spec]) -> list[Spec]:
-    """Parents before children (a stable sort by depth), so /a/b is not hidden by /a."""
-    def depth(m: Spec) -> int:
-        return len([p for p in posixpath.normpath(m["destination"]).split("/") if p])
-    return sorted(mounts, key=depth)
-
-
 def _namespaces(inp: SpecInputs) -> list[Spec]:
     pod = inp.pod
     infra = f"/proc/{pod.status.pid}/ns"
@@ -403,7 +396,7 @@ def container_spec(inp: SpecInputs) -> Spec:
         "ociVersion": ocispec.OCI_VERSION,
         "process": process,
         "root": {"path": str(inp.rootfs), "readonly": sc.readonly_rootfs},
-        "mounts": _sort_mounts(defaults + mounts),
+        "mounts": ocispec.sort_mounts(defaults + mounts),
         "linux": linux,
         "annotations": {
             **dict(cfg.annotations),

@@ -1,4 +1,5 @@
-"""StartContainer: `runc start` on a CREATED container -> RUNNING."""
+"""StartContainer: NRI StartContainer, `runc start` on a CREATED container -> RUNNING, NRI
+PostStartContainer."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 
 from cri.api import api_pb2
 from cri.errors import DeadlineExceeded, FailedPrecondition, Internal
+from cri.runtime import nri_events
 from cri.runtime.container_exit import oom_kills, publish
 from cri.runtime.daemon import Runtime
 from cri.store.container import ContainerState
@@ -27,6 +29,7 @@ async def start_container(rt: Runtime, ctr_id: str) -> None:
         if pod is None or not pod.ready:
             raise FailedPrecondition(f"pod sandbox {ctr.meta.pod_id} of container {ctr.id} "
                                      "is not ready")
+        await nri_events.start_container(rt, pod, ctr)  # a plugin's refusal fails the start
         # Set first: the process may exit (and conmon report it) before `runc start` returns.
         ctr.status.started_at = time.time_ns()
         if rt.cgroups.systemd_cgroup:
@@ -49,3 +52,4 @@ async def start_container(rt: Runtime, ctr_id: str) -> None:
             publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_STARTED_EVENT)
         rt.containers.save(ctr)
     log.info("container %s started", ctr.id)
+    await nri_events.post_start_container(rt, pod, ctr)

@@ -12,6 +12,7 @@ import signal
 from datetime import UTC, datetime
 
 from cri.errors import DeadlineExceeded, Internal, NotFound
+from cri.runtime import nri_events
 from cri.runtime.container_exit import container_exited
 from cri.runtime.daemon import Runtime
 from cri.store.container import Container, ContainerState
@@ -57,6 +58,7 @@ async def stop(rt: Runtime, ctr: Container, grace: float) -> None:
                 await asyncio.wait_for(asyncio.shield(exited), rt.config.runtime.runtime_timeout)
         rt.drop_exit_waiter(ctr.id)
     await asyncio.to_thread(_kill_leftovers, ctr)
+    await nri_events.stop_sent(rt, ctr)  # plugins hear of the stop before the caller does
 
 
 async def _stop_unmonitored(rt: Runtime, ctr: Container) -> None:

@@ -12,10 +12,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cri import __version__
 from cri.api import api_pb2
 from cri.config import Config, ConfigError
 from cri.errors import NotFound, Unavailable
 from cri.image.images import Images
+from cri.nri.service import NRI
 from cri.runtime.events import EventBus
 from cri.runtime.network import PodNetwork
 from cri.store.container import ContainerStore
@@ -80,6 +82,10 @@ class Runtime:
                              pause_image=config.image.pause_image)
         self.images.in_use = self._image_users
         self.exits = ExitWatcher(self.exits_dir, self._on_exit)
+        # NRI plugins (started by the server once recovery is done, see cri/runtime/nri_host),
+        # and each exited container's StopContainer event while plugins take it.
+        self.nri = NRI(config.nri, "pycri", __version__)
+        self.nri_stops: dict[str, asyncio.Task[None]] = {}
         # Operations on one pod are serialised; different pods proceed in parallel.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Waiters for an infra process's exit (StopPodSandbox waits for SIGKILL to land).
@@ -239,6 +245,7 @@ class Runtime:
         return streaming
 
     async def close(self) -> None:
+        await self.nri.close()
         if self._streaming is not None:
             await self._streaming.close()
         self.exits.close()

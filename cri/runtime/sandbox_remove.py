@@ -8,7 +8,7 @@ import logging
 import shutil
 
 from cri.api import api_pb2
-from cri.runtime import container_remove, infra
+from cri.runtime import container_remove, infra, nri_events
 from cri.runtime.container_exit import publish_pod
 from cri.runtime.daemon import Runtime
 from cri.runtime.sandbox_status import pod_sandbox_status
@@ -23,9 +23,12 @@ async def remove_pod_sandbox(rt: Runtime, pod_id: str) -> None:
         if pod is None:
             log.info("RemovePodSandbox: %s not found; nothing to remove", pod_id)
             return
+        view = nri_events.pod_view(rt, pod)
         await teardown(rt, pod)
         last = pod_sandbox_status(rt, pod.id, False).status
-        rt.sandboxes.delete(pod)
+        async with rt.nri.gate.shared():  # a joining plugin has it in its snapshot or hears of this
+            rt.sandboxes.delete(pod)
+            await nri_events.remove_pod_sandbox(rt, view)
         rt.prune_stats()
         publish_pod(rt, pod.id, api_pb2.ContainerEventType.CONTAINER_DELETED_EVENT, last)
     rt.forget_lock(pod.id)

@@ -3,7 +3,7 @@ undo first, so a failure at any point leaves nothing behind.
 
 Order: pod dirs -> pod cgroup (swap off) -> pod files -> /dev/shm -> netns -> (CNI ADD and the
 infra container run concurrently: the netns is pinned, so the infra can join it while the CNI
-plugins wire it) -> state committed -> READY.
+plugins wire it) -> NRI RunPodSandbox -> state committed -> READY.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from cri.api import api_pb2
 from cri.errors import FailedPrecondition, InvalidArgument
-from cri.runtime import infra, podspec
+from cri.runtime import infra, nri_events, podspec
 from cri.runtime.container_exit import publish_pod
 from cri.runtime.daemon import Runtime
 from cri.store.sandbox import Sandbox, SandboxMeta, SandboxState, SandboxStatus
@@ -127,7 +127,13 @@ async def _create(rt: Runtime, pod_id: str, name: str, config: api_pb2.PodSandbo
             assert isinstance(ips, list)
             pod.status.ips = ips
             pod.status.network_ready = True
-        rt.sandboxes.commit(pod)
+        # NRI plugins see the pod complete (pid, IPs) but before anyone else can: until their
+        # RunPodSandbox hooks return it is not listed, and no container can be made in it. A
+        # refusal undoes it all, the plugins told first (they may have given it something).
+        async with rt.nri.gate.shared():
+            undo.push_async_callback(nri_events.undo_run_pod_sandbox, rt, pod)
+            await nri_events.run_pod_sandbox(rt, pod)
+            rt.sandboxes.commit(pod)
         undo.pop_all()
     for kind in (api_pb2.ContainerEventType.CONTAINER_CREATED_EVENT,
                  api_pb2.ContainerEventType.CONTAINER_STARTED_EVENT):

@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from cri.runtime import container_stop, infra
+from cri.runtime import container_stop, infra, nri_events
 from cri.runtime.daemon import Runtime
 from cri.store.container import Container
 from cri.store.sandbox import Sandbox, SandboxState
@@ -31,6 +31,9 @@ async def stop_pod_sandbox(rt: Runtime, pod_id: str) -> None:
 async def stop(rt: Runtime, pod: Sandbox) -> None:
     """The pod's processes die and its network is released; its state dir stays for Remove."""
     await stop_containers(rt, pod)
+    if not pod.status.stopped_at:  # once: a repeated StopPodSandbox is no news to plugins
+        # Containers are stopped, the pod's infra and network are still there.
+        await nri_events.stop_pod_sandbox(rt, pod)
     # The infra is killed while CNI DEL runs: DEL needs the netns pin, not the process.
     results = await asyncio.gather(
         infra.stop(rt, pod), _release_network(rt, pod), return_exceptions=True

@@ -486,6 +486,11 @@ conf_dir = "$state/cni"
 plugin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 # Pods talk to each other, to services and to the node; nothing is masqueraded off the host.
 masquerade_cidrs = []
+[pycri.nri]
+# NRI as on a node, on a socket of this run's: the host's own plugins are not the cluster's.
+socket_path = "$runroot/nri.sock"
+plugin_path = "$state/nri-plugins"
+plugin_config_path = "$state/nri-conf"
 EOF
 
 # --- kubeadm's configuration --------------------------------------------------------------------

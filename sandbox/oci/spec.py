@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -62,6 +63,13 @@ def bind_mount(source: Path | str, destination: str, options: Iterable[str] = ()
     # runc decides bind vs. real mount from the "bind"/"rbind" option; "type": "bind" is
     # what `runc spec --rootless` and CRI-O write, and keeps the intent obvious.
     return mount(destination, "bind", str(source), ["rbind", *options])
+
+
+def sort_mounts(mounts: list[Spec]) -> list[Spec]:
+    """Parents before children (a stable sort by depth), so /a/b is not hidden by /a."""
+    def depth(m: Spec) -> int:
+        return len([p for p in posixpath.normpath(m["destination"]).split("/") if p])
+    return sorted(mounts, key=depth)
 
 
 def namespace(type_: str, path: Path | str | None = None) -> Spec:

@@ -123,6 +123,10 @@ class Daemon:
         else:
             self.cgroup_parent = f"/pycri-e2e-{tag}"
             self.conmon_cgroup = f"/pycri-e2e-{tag}-conmon"
+        # NRI on a socket of this daemon's own (tests connect plugins to it), no plugins
+        # pre-installed unless a test puts one in nri_plugins.
+        self.nri_socket = base / "run" / "nri.sock"
+        self.nri_plugins = base / "nri-plugins"
         self.log = base / "daemon.log"
         self.config_path = base / "pycri.conf"
         self.registries_conf = base / "registries.conf"
@@ -147,6 +151,9 @@ class Daemon:
             "[pycri.network]\n"
             f'conf_dir = "{self.conf_dir}"\nplugin_dirs = ["{self.plugin_dir}", "{PLUGIN_DIR}"]\n'
             f'netns_dir = "/var/run/netns"\n'
+            "[pycri.nri]\n"
+            f'socket_path = "{self.nri_socket}"\nplugin_path = "{self.nri_plugins}"\n'
+            f'plugin_config_path = "{base / "nri-conf"}"\n'
         )
 
     @classmethod

@@ -14,7 +14,9 @@ def test_rendered_default_config_parses_back_to_the_defaults(tmp_path: Path) -> 
     assert tomllib.loads(text)  # valid TOML
     for key in ("root", "runroot", "log_level", "listen", "stream_address", "stream_port",
                 "runtime_path", "conmon_path", "cgroup_driver", "default_sysctls", "apparmor_profile",
-                "pause_image", "registries_conf", "conf_dir", "plugin_dirs"):
+                "pause_image", "registries_conf", "conf_dir", "plugin_dirs", "enable",
+                "socket_path", "plugin_path", "plugin_config_path", "plugin_registration_timeout",
+                "plugin_request_timeout"):
         assert f"\n{key} = " in text, key
     path = tmp_path / "pycri.conf"
     path.write_text(text)
@@ -27,6 +29,11 @@ def test_defaults_work_on_a_fresh_machine() -> None:
     assert cfg.network.plugin_dirs == ["/opt/cni/bin", "/usr/lib/cni"]
     assert cfg.socket_path == Path("/run/pycri/pycri.sock")
     assert cfg.runtime.cgroup_driver == "cgroupfs"
+    # NRI as containerd and CRI-O serve it by default, at the socket and paths plugins expect.
+    assert (cfg.nri.enable, cfg.nri.socket_path, cfg.nri.plugin_path,
+            cfg.nri.plugin_config_path) == (True, "/var/run/nri/nri.sock", "/opt/nri/plugins",
+                                            "/etc/nri/conf.d")
+    assert (cfg.nri.plugin_registration_timeout, cfg.nri.plugin_request_timeout) == (5.0, 2.0)
 
 
 def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
@@ -71,6 +78,9 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.network]\nmasquerade_cidrs = ["10.85.0.1/16"]\n',
          "pycri.network.masquerade_cidrs"),
         ('[pycri.network]\nmasquerade_cidrs = ["pods"]\n', "pycri.network.masquerade_cidrs"),
+        ('[pycri.nri]\nenable = "yes"\n', "pycri.nri.enable"),
+        ('[pycri.nri]\nsocket_path = "nri.sock"\n', "pycri.nri.socket_path"),
+        ('[pycri.nri]\nplugin_request_timeout = 0\n', "pycri.nri.plugin_request_timeout"),
         ('[other]\nx = 1\n', "other"),
     ],
 )

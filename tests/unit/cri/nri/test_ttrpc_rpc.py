@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -24,6 +24,7 @@ from cri.nri.ttrpc_client import TtrpcClient
 from cri.nri.ttrpc_frames import MAX_MESSAGE_LENGTH
 from cri.nri.ttrpc_server import TtrpcServer, unary
 from cri.nri.ttrpc_status import ConnectionClosed, TtrpcError
+from tests.unit.cri.nri.aio import run
 
 RUNTIME = nri.DESCRIPTOR.services_by_name["Runtime"].full_name
 PLUGIN = nri.DESCRIPTOR.services_by_name["Plugin"].full_name
@@ -68,12 +69,6 @@ async def nri_trunk(runtime_server: TtrpcServer,
             await side.client.wait_closed()
             await side.serving
 
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    async def main() -> None:
-        await asyncio.wait_for(scenario(), 30)
-
-    asyncio.run(main())
 
 
 def test_register_then_configure_over_the_mux() -> None:
