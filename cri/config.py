@@ -7,9 +7,11 @@ that ``pycri config`` prints (CRI-O generates its template from its config struc
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import ipaddress
 import os
+import re
 import shutil
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -27,6 +29,12 @@ DEFAULT_CGROUP_PARENT = {"cgroupfs": "/pycri", "systemd": "pycri.slice"}
 DEFAULT_CONMON_CGROUP = {"cgroupfs": "/pycri-conmon", "systemd": "pod"}
 
 
+# What pycri itself keeps in runroot: a handler's default runtime_root must not be one of them.
+RUNROOT_DIRS = ("sandboxes", "exits", "exec")
+# A RuntimeClass handler name is a DNS label (RFC 1123), as Kubernetes validates it.
+_HANDLER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
 class ConfigError(Exception):
     """Invalid configuration; the message names the offending key."""
 
@@ -37,6 +45,34 @@ def _opt(default: Any, doc: str) -> Any:
 
 def _opt_list(default: list[str], doc: str) -> Any:
     return field(default_factory=lambda: list(default), metadata={"doc": doc})
+
+
+def _opt_tables(entry: type, default: Mapping[str, Any], doc: str) -> Any:
+    """A map of named tables of type ``entry``, [<table>.<field>.NAME] in TOML."""
+    return field(default_factory=lambda: copy.deepcopy(dict(default)),
+                 metadata={"tables": doc, "entry": entry})
+
+
+@dataclass
+class HandlerConfig:
+    """[pycri.runtime.handlers.NAME]"""
+
+    runtime_path: str = _opt(
+        "", "OCI runtime binary (runc's command line): a path, or a name looked up in PATH. "
+        "Empty: the handler's name, looked up in PATH.")
+    runtime_root: str = _opt(
+        "", "The OCI runtime's state directory (its --root). Empty: <runroot>/<NAME>.")
+    monitor_path: str = _opt(
+        "", "conmon binary of this handler's pods: a path, or a name looked up in PATH. Empty: "
+        "[pycri.runtime] conmon_path.")
+    allowed_annotations: list[str] = _opt_list(
+        [], "Pod annotations that reach the OCI spec of the pod's infra and of every container "
+        "of it, for runtimes that read them there (VM-based ones do): keys, or prefixes "
+        'ending in "*". Other pod annotations stay out of the specs.')
+    privileged_without_host_devices: bool = _opt(
+        False, "Privileged containers do not get the host's devices (for runtimes to which "
+        "the host's /dev means nothing, such as VM-based ones); devices a container asks for "
+        "are still given.")
 
 
 @dataclass
@@ -66,8 +102,12 @@ class APIConfig:
 class RuntimeConfig:
     """[pycri.runtime]"""
 
-    runtime_path: str = _opt("runc", "OCI runtime binary: a path, or a name looked up in PATH.")
-    conmon_path: str = _opt("conmon", "conmon binary: a path, or a name looked up in PATH.")
+    default_runtime: str = _opt(
+        "runc", "The handler of pods that name none (RunPodSandbox's runtime_handler \"\"): one of "
+        'the [pycri.runtime.handlers.NAME] tables. Empty means "runc".')
+    conmon_path: str = _opt(
+        "conmon", "conmon binary: a path, or a name looked up in PATH (a handler's monitor_path "
+        "overrides it).")
     cgroup_driver: str = _opt(
         "cgroupfs",
         'Cgroup driver, as the kubelet\'s cgroupDriver: "cgroupfs" (pycri writes the cgroup tree) '
@@ -107,6 +147,28 @@ class RuntimeConfig:
         'pod) or a slice such as "system.slice". Empty: "/pycri-conmon" (cgroupfs) or "pod" '
         "(systemd).",
     )
+
+    handlers: dict[str, HandlerConfig] = _opt_tables(
+        HandlerConfig, {"runc": HandlerConfig()},
+        "RuntimeClass handlers, as CRI-O's [crio.runtime.runtimes.NAME]: a pod whose "
+        "RunPodSandbox names handler NAME (the handler of its RuntimeClass) runs its infra "
+        "and every container with this OCI runtime and monitor. Tables add to the default "
+        "one, runc.")
+
+    def default_handler(self) -> str:
+        """default_runtime, or "runc" when it is empty."""
+        return self.default_runtime or "runc"
+
+    def handler(self, name: str, runroot: str) -> HandlerConfig:
+        """Handler ``name`` with its empty keys filled in (binaries not looked up yet)."""
+        table = self.handlers[name]
+        return HandlerConfig(
+            runtime_path=table.runtime_path or name,
+            runtime_root=table.runtime_root or os.path.join(runroot, name),
+            monitor_path=table.monitor_path or self.conmon_path,
+            allowed_annotations=list(table.allowed_annotations),
+            privileged_without_host_devices=table.privileged_without_host_devices,
+        )
 
     def cgroup_parent(self) -> str:
         """default_cgroup_parent, or the driver's default when it is empty."""
@@ -233,6 +295,10 @@ def _scalar_fields(obj: Any) -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(obj) if "doc" in f.metadata]
 
 
+def _table_maps(obj: Any) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(obj) if "tables" in f.metadata]
+
+
 def _check_type(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, bool):
         ok = isinstance(value, bool)
@@ -260,16 +326,34 @@ def _apply(cfg: PycriConfig, data: Mapping[str, Any], source: str) -> None:
         raise ConfigError(f"{source}: [pycri] must be a table")
     for name, obj in _tables(cfg):
         table = top if name == "pycri" else top.get(name.split(".", 1)[1], {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
-        known = {f.name: f for f in _scalar_fields(obj)}
         subtables = {n.split(".", 1)[1] for n in TABLES if "." in n} if name == "pycri" else set()
-        for key, value in table.items():
-            if key in subtables:
-                continue
-            if key not in known:
-                raise ConfigError(f"{source}: unknown key {name}.{key}")
-            setattr(obj, key, _check_type(f"{name}.{key}", value, getattr(obj, key)))
+        _apply_table(obj, name, table, subtables, source)
+
+
+def _apply_table(obj: Any, name: str, table: Any, skip: set[str], source: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    known = {f.name: f for f in _scalar_fields(obj)}
+    maps = {f.name: f for f in _table_maps(obj)}
+    for key, value in table.items():
+        if key in skip:
+            continue
+        if key in maps:
+            _apply_map(getattr(obj, key), maps[key], f"{name}.{key}", value, source)
+            continue
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key {name}.{key}")
+        setattr(obj, key, _check_type(f"{name}.{key}", value, getattr(obj, key)))
+
+
+def _apply_map(tables: dict[str, Any], spec: dataclasses.Field[Any], name: str, value: Any,
+               source: str) -> None:
+    """[name.ENTRY] tables: an entry named again (in a drop-in) is amended, not replaced."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table of tables")
+    make: type = spec.metadata["entry"]
+    for entry, table in value.items():
+        _apply_table(tables.setdefault(entry, make()), f"{name}.{entry}", table, set(), source)
 
 
 def validate(cfg: PycriConfig) -> None:
@@ -340,7 +424,28 @@ def validate(cfg: PycriConfig) -> None:
             ipaddress.ip_network(cidr)
         except ValueError as exc:
             raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from None
+    _validate_handlers(cfg.runtime)
     _validate_nri(cfg.nri)
+
+
+def _validate_handlers(runtime: RuntimeConfig) -> None:
+    for name, table in runtime.handlers.items():
+        key = f"pycri.runtime.handlers.{name}"
+        if not _HANDLER_NAME.fullmatch(name):
+            raise ConfigError(f"{key}: a handler name is a DNS label (RFC 1123: lower-case "
+                              "letters, digits and '-', at most 63)")
+        if table.runtime_root and not os.path.isabs(table.runtime_root):
+            raise ConfigError(f"{key}.runtime_root: must be an absolute path")
+        if not table.runtime_root and name in RUNROOT_DIRS:
+            raise ConfigError(f"{key}.runtime_root: must be set, <runroot>/{name} is pycri's own")
+        for item in table.allowed_annotations:
+            if not item or "*" in item[:-1]:
+                raise ConfigError(f"{key}.allowed_annotations: {item!r} is neither a key nor "
+                                  'a prefix ending in "*"')
+    default = runtime.default_handler()
+    if default not in runtime.handlers:
+        raise ConfigError(f"pycri.runtime.default_runtime: no [pycri.runtime.handlers.{default}] "
+                          f"table (have: {', '.join(sorted(runtime.handlers))})")
 
 
 def _validate_nri(nri: NRIConfig) -> None:
@@ -371,8 +476,14 @@ def prepare(cfg: PycriConfig) -> None:
         Path(d).mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(d, 0o700)  # state dirs are never readable by others
     cfg.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cfg.runtime.runtime_path = resolve_binary("pycri.runtime.runtime_path", cfg.runtime.runtime_path)
     cfg.runtime.conmon_path = resolve_binary("pycri.runtime.conmon_path", cfg.runtime.conmon_path)
+    for name, table in cfg.runtime.handlers.items():
+        # Every handler, used or not, as CRI-O does: a typo shows at start-up, not at the
+        # first pod of its RuntimeClass.
+        full = cfg.runtime.handler(name, cfg.runroot)
+        key = f"pycri.runtime.handlers.{name}"
+        table.runtime_path = resolve_binary(f"{key}.runtime_path", full.runtime_path)
+        table.monitor_path = resolve_binary(f"{key}.monitor_path", full.monitor_path)
 
 
 def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> PycriConfig:
@@ -424,8 +535,17 @@ def render(cfg: PycriConfig | None = None) -> str:
     cfg = cfg or PycriConfig()
     lines = ["# pycri configuration (TOML). Drop-ins: <this file>.d/*.conf, applied in name order."]
     for name, obj in _tables(cfg):
-        lines += ["", f"[{name}]"]
-        for f in _scalar_fields(obj):
-            lines.append(f"# {f.metadata['doc']}")
-            lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
+        lines += _render_table(name, obj)
+        for f in _table_maps(obj):
+            lines += ["", f"# [{name}.{f.name}.NAME]: {f.metadata['tables']}"]
+            for entry, table in getattr(obj, f.name).items():
+                lines += _render_table(f"{name}.{f.name}.{entry}", table)
     return "\n".join(lines) + "\n"
+
+
+def _render_table(name: str, obj: Any) -> list[str]:
+    lines = ["", f"[{name}]"]
+    for f in _scalar_fields(obj):
+        lines.append(f"# {f.metadata['doc']}")
+        lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
+    return lines

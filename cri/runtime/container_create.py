@@ -200,13 +200,16 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             except UserError as exc:
                 raise InvalidArgument(str(exc)) from exc
             profile = apparmor_profile.resolve(rt.apparmor, apparmor, privileged=sc.privileged)
+            handler = rt.handlers.of(pod.meta.handler)
             return ident, container_spec.container_spec(container_spec.SpecInputs(
                 ctr_id=ctr_id, pod=pod, config=config, image=image_cfg, identity=ident,
                 rootfs=ctr.rootfs, cgroup_path=cgroup_path, pid_ns_path=pid_ns_path,
                 host_pid=host_pid, image_mounts=image_mounts,
                 cgroup_features=rt.container_features(pod.meta.cgroup_parent),
-                rro_supported="rro" in rt.mount_options, pids_limit=rt.config.runtime.pids_limit,
+                rro_supported=handler.rro_supported, pids_limit=rt.config.runtime.pids_limit,
                 apparmor_profile=profile,
+                host_devices=not handler.config.privileged_without_host_devices,
+                pod_annotations=handler.pod_annotations(pod.config.annotations),
             ))
 
         ident, spec = await asyncio.to_thread(build_spec)
@@ -237,9 +240,9 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             undo.push_async_callback(nri_events.undo_create_container, rt, pod, info, spec)
             updates = await nri_events.create_container(rt, pod, info, spec)
             ctr = await asyncio.to_thread(write_bundle)
-            undo.push_async_callback(_delete_runc, rt, ctr_id)
+            undo.push_async_callback(_delete_runc, rt, ctr)
             try:
-                pid = await rt.oci.create(
+                pid = await rt.oci(pod.meta.handler).create(
                     ctr_id, ctr.bundle, log_path=log_path, pidfile=ctr.bundle / "pid",
                     attach_socket_dir=ctr.bundle, terminal=config.tty, stdin=config.stdin,
                     stdin_once=config.stdin_once, name=name, pod_cgroup=pod.meta.cgroup_parent,
@@ -281,6 +284,7 @@ def _meta(ctr_id: str, name: str, pod: Sandbox, config: api_pb2.ContainerConfig,
         additional_gids=list(ident.additional_gids), username=ident.username,
         pid_namespace=pid_mode, image_mounts=image_mounts,
         image_name=name_of(rec, config.image.user_specified_image, config.image.image),
+        handler=pod.meta.handler,
     )
 
 
@@ -291,12 +295,13 @@ async def _settle(task: asyncio.Future[None]) -> None:
         log.debug("syncing a rolled-back container record: %s", task.exception())
 
 
-async def _delete_runc(rt: Runtime, ctr_id: str) -> None:
+async def _delete_runc(rt: Runtime, ctr: Container) -> None:
+    ctr_id, oci = ctr.id, rt.oci(ctr.meta.handler)
     try:
-        await rt.oci.delete(ctr_id, force=True)
+        await oci.delete(ctr_id, force=True)
     except OCIRuntimeError as exc:
         log.warning("cleaning up runc state of %s: %s", ctr_id, exc)
-    await asyncio.to_thread(shutil.rmtree, rt.oci.persist_dir(ctr_id), True)
+    await asyncio.to_thread(shutil.rmtree, oci.persist_dir(ctr_id), True)
     (rt.exits_dir / ctr_id).unlink(missing_ok=True)
     rt.exits.forget(ctr_id)
 

@@ -38,8 +38,9 @@ async def exec_sync_rpc(rt: Runtime, ctr_id: str, cmd: list[str], timeout: int  
         raise FailedPrecondition(f"container {ctr.id} is {ctr.status.state.value}, not running")
     process = await asyncio.to_thread(_process, ctr)
     await asyncio.to_thread(rt.exec_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
+    oci = rt.oci(ctr.meta.handler)
     try:
-        res = await exec_sync(rt.oci.runtime_path, rt.oci.runtime_root, ctr.id, cmd,
+        res = await exec_sync(oci.runtime_path, oci.runtime_root, ctr.id, cmd,
                               container_process=process, timeout=timeout or None,
                               scratch_dir=rt.exec_dir)
     except (OCINotFound, OCINotRunning) as exc:

@@ -25,7 +25,7 @@ def oom_killed(rt: Runtime, ctr: Container, code: int) -> bool:
     SIGKILL exit counts as an OOM kill when the pod's (hierarchical) counter grew since the
     container started (container_start records it)."""
     baseline = rt.oom_baselines.pop(ctr.id, None)  # popped on every path: one per start
-    if (rt.oci.persist_dir(ctr.id) / "oom").exists():
+    if (rt.oci(ctr.meta.handler).persist_dir(ctr.id) / "oom").exists():
         return True
     try:
         dirs = pod_cgroup_dirs(ctr.meta.cgroup_path)

@@ -51,7 +51,7 @@ async def remove(rt: Runtime, ctr: Container) -> None:
 async def teardown(rt: Runtime, ctr: Container) -> None:
     """Everything but the store entry; also used by recovery for an unfinished creation."""
     try:
-        await rt.oci.delete(ctr.id, force=True)
+        await rt.oci(ctr.meta.handler).delete(ctr.id, force=True)
     except OCIRuntimeError as exc:
         raise Internal(f"cannot delete container {ctr.id}: {exc}") from exc
     await asyncio.to_thread(unmount, ctr.rootfs)
@@ -66,5 +66,5 @@ async def teardown(rt: Runtime, ctr: Container) -> None:
     rt.images.store.unpin(ctr.meta.chain_ids)
     (rt.exits_dir / ctr.id).unlink(missing_ok=True)
     rt.exits.forget(ctr.id)
-    await asyncio.to_thread(shutil.rmtree, rt.oci.persist_dir(ctr.id), True)
+    await asyncio.to_thread(shutil.rmtree, rt.oci(ctr.meta.handler).persist_dir(ctr.id), True)
     await asyncio.to_thread(shutil.rmtree, ctr.dir, True)

@@ -12,7 +12,7 @@ import os
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,8 @@ class SpecInputs:
     rro_supported: bool = True
     pids_limit: int = 0  # 0: none of the container's own (the pod cgroup may have one)
     apparmor_profile: str | None = None  # resolved by apparmor_profile.resolve; None: none
+    host_devices: bool = True  # privileged containers get the host's devices (see handlers)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)  # let in by the handler
 
 
 def command(config: api_pb2.ContainerConfig, image: ImageConfig) -> list[str]:
@@ -356,7 +358,9 @@ def container_spec(inp: SpecInputs) -> Spec:
     res = resources(cfg.linux.resources, inp.cgroup_features)
     devices: list[Spec] = []
     rules = ocispec.default_device_rules()
-    if privileged:
+    if privileged and inp.host_devices:
+        # Without the host's devices the default device rules stay too: nothing of the
+        # host's /dev is the container's to open.
         devices = host_devices()
         rules = [ocispec.device_rule(True)]
     for d in cfg.devices:
@@ -399,6 +403,7 @@ def container_spec(inp: SpecInputs) -> Spec:
         "mounts": ocispec.sort_mounts(defaults + mounts),
         "linux": linux,
         "annotations": {
+            **inp.pod_annotations,
             **dict(cfg.annotations),
             "io.kubernetes.cri.container-type": "container",
             "io.kubernetes.cri.container-name": cfg.metadata.name,

@@ -38,7 +38,7 @@ async def start_container(rt: Runtime, ctr_id: str) -> None:
             rt.oom_baselines[ctr.id] = sum(
                 oom_kills(d) for d in cgroups.pod_cgroup_dirs(pod.meta.cgroup_parent))
         try:
-            await rt.oci.start(ctr.id)
+            await rt.oci(ctr.meta.handler).start(ctr.id)
         except OCITimeout as exc:
             ctr.status.started_at = 0
             raise DeadlineExceeded(f"container start timed out: {exc}") from exc

@@ -37,7 +37,7 @@ async def stop_container(rt: Runtime, ctr_id: str, grace: int) -> None:
 async def stop(rt: Runtime, ctr: Container, grace: float) -> None:
     """The caller holds the container's lock; ``grace`` seconds before SIGKILL."""
     if ctr.status.state in (ContainerState.CREATED, ContainerState.RUNNING) and \
-            not rt.exits.read_exit(ctr.id) and not rt.oci.monitor_alive(ctr.id):
+            not rt.exits.read_exit(ctr.id) and not rt.oci(ctr.meta.handler).monitor_alive(ctr.id):
         await _stop_unmonitored(rt, ctr)
     if ctr.status.state in (ContainerState.CREATED, ContainerState.RUNNING):
         exited = rt.exit_waiter(ctr.id)
@@ -66,7 +66,8 @@ async def _stop_unmonitored(rt: Runtime, ctr: Container) -> None:
     kill the process and record the exit ourselves."""
     log.warning("container %s has no monitor any more; killing it directly", ctr.id)
     try:
-        await rt.oci.kill_unmonitored(ctr.id, rt.config.runtime.runtime_timeout)
+        await rt.oci(ctr.meta.handler).kill_unmonitored(ctr.id,
+                                                        rt.config.runtime.runtime_timeout)
     except OCITimeout as exc:
         raise DeadlineExceeded(f"container {ctr.id} did not exit: {exc}") from exc
     except OCIRuntimeError as exc:
@@ -79,7 +80,7 @@ async def _stop_unmonitored(rt: Runtime, ctr: Container) -> None:
 async def _kill(rt: Runtime, ctr: Container, sig: int, all_procs: bool = False) -> bool:
     """False when the container is already gone."""
     try:
-        await rt.oci.kill(ctr.id, sig, all_procs=all_procs)
+        await rt.oci(ctr.meta.handler).kill(ctr.id, sig, all_procs=all_procs)
     except (OCINotFound, OCINotRunning):
         return False
     except OCIRuntimeError as exc:

@@ -49,7 +49,7 @@ async def _apply(rt: Runtime, ctr: Container, resources: Spec,
     """`runc update` to ``resources``; config.json and the reported resources follow. The
     caller holds the container's lock."""
     try:
-        await rt.oci.update(ctr.id, resources, rt.exec_dir)
+        await rt.oci(ctr.meta.handler).update(ctr.id, resources, rt.exec_dir)
     except OCIRuntimeError as exc:
         raise InvalidArgument(f"cannot update resources of container {ctr.id}: {exc}") from exc
     await asyncio.to_thread(_rewrite_spec, ctr, resources)

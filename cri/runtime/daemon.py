@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cri import __version__
 from cri.api import api_pb2
-from cri.config import Config, ConfigError
+from cri.config import Config, ConfigError, HandlerConfig
 from cri.errors import NotFound, Unavailable
 from cri.image.images import Images
 from cri.nri.service import NRI
 from cri.runtime.events import EventBus
+from cri.runtime.handlers import Handlers
 from cri.runtime.network import PodNetwork
 from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
@@ -31,7 +32,6 @@ from sandbox.cgroups.systemd import DBusSystemd
 from sandbox.errors import CgroupError
 from sandbox.masquerade import MasqueradeError
 from sandbox.oci.exits import ExitWatcher
-from sandbox.oci.runc import mount_options
 from sandbox.oci.runtime import OCIRuntime
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class Runtime:
         self.sandboxes = SandboxStore(root)
         self.containers = ContainerStore(root)
         self.events = EventBus()
+        # Every name pycri uses in runroot is in config.RUNROOT_DIRS (handlers' state is there).
         self.run_dir = runroot / "sandboxes"
         self.exits_dir = runroot / "exits"
         # Scratch dirs of runc exec / update calls (process.json, pid files); what a crash left
@@ -65,16 +66,22 @@ class Runtime:
         self.image_root = root / "images"  # the image store (content and unpacked layers)
         self.container_root = self.containers.dir  # container state and writable layers
         self.cgroups = make_driver(config)
-        self.oci = OCIRuntime(
-            runtime_path=Path(config.runtime.runtime_path),
-            conmon_path=Path(config.runtime.conmon_path),
-            runtime_root=runroot / "runc",
-            exits_dir=self.exits_dir,
-            persist_root=root / "conmon",
-            runc_timeout=config.runtime.runtime_timeout,
-            place_monitor=self.cgroups.place_monitor,
-            systemd_cgroup=self.cgroups.systemd_cgroup,
-        )
+
+        def make_oci(handler: HandlerConfig) -> OCIRuntime:
+            # Exit files and conmon's per-container dirs are shared: container ids are unique
+            # across handlers, and the exit watcher reads one directory.
+            return OCIRuntime(
+                runtime_path=Path(handler.runtime_path),
+                conmon_path=Path(handler.monitor_path),
+                runtime_root=Path(handler.runtime_root),
+                exits_dir=self.exits_dir,
+                persist_root=root / "conmon",
+                runc_timeout=config.runtime.runtime_timeout,
+                place_monitor=self.cgroups.place_monitor,
+                systemd_cgroup=self.cgroups.systemd_cgroup,
+            )
+
+        self.handlers = Handlers(config, make_oci)
         self.network = PodNetwork(config)
         self.apparmor = AppArmor(SystemHost(timeout=config.runtime.runtime_timeout),
                                  config.runtime.apparmor_profile)
@@ -100,8 +107,6 @@ class Runtime:
         # The whole containers dir, for ImageFsInfo (its one key is never pruned).
         self.container_fs_usage = diskusage.UsageCache()
         self._streaming: Any = None  # cri.streaming.service.Streaming, once started
-        # What the OCI runtime supports (`runc features`), learnt at start-up.
-        self.mount_options: frozenset[str] = frozenset()
         # What container cgroups can get on this host, learnt at start-up.
         self._cgroup_features: features.Features | None = None
 
@@ -111,6 +116,10 @@ class Runtime:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+    def oci(self, handler: str) -> OCIRuntime:
+        """The OCI runtime of the handler a pod or container recorded (its meta.handler)."""
+        return self.handlers.of(handler).oci
 
     def lock(self, ident: str) -> asyncio.Lock:
         return self._locks[ident]
@@ -222,7 +231,7 @@ class Runtime:
                               "containers without a default profile)") from exc
         for d in (self.run_dir, self.exits_dir, self.image_root, self.container_root):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.mount_options = await mount_options(self.oci.runtime_path)
+        await self.handlers.learn_features()
         await asyncio.to_thread(self.images.load)
         self.images.watch()
         from cri.streaming.service import Streaming

@@ -56,7 +56,8 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
         sysctls=plan.sysctls,
         oom_score_adj=clamp_oom_score_adj(INFRA_OOM_SCORE_ADJ),
         privileged=privileged,
-        annotations={"io.kubernetes.cri.sandbox-id": meta.id,
+        annotations={**rt.handlers.of(meta.handler).pod_annotations(pod.config.annotations),
+                     "io.kubernetes.cri.sandbox-id": meta.id,
                      "io.kubernetes.cri.container-type": "sandbox"},
     )
 
@@ -77,8 +78,9 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
         await mount_rootfs(rt.images.store, _pause_record(rt).chain_ids, bundle / "rootfs",
                            upper=bundle / "upper")
     timeout = rt.config.runtime.runtime_timeout
+    oci = rt.oci(meta.handler)
     try:
-        pid = await rt.oci.create(
+        pid = await oci.create(
             meta.infra_id,
             bundle,
             log_path=bundle / "infra.log",
@@ -87,7 +89,7 @@ async def create_and_start(rt: Runtime, pod: Sandbox, plan: PodPlan) -> int:
             pod_cgroup=meta.cgroup_parent,
             timeout=timeout,
         )
-        await rt.oci.start(meta.infra_id)
+        await oci.start(meta.infra_id)
     except OCITimeout as exc:
         raise DeadlineExceeded(f"pod sandbox infra container did not start: {exc}") from exc
     except OCIRuntimeError as exc:
@@ -116,14 +118,14 @@ async def _image_rootfs_args(rt: Runtime) -> list[str]:
 async def stop(rt: Runtime, pod: Sandbox) -> None:
     """SIGKILL the infra and wait for conmon to record the exit (no polling: the exit watcher
     resolves the waiter). Already-dead and unknown infras are fine."""
-    ident = pod.meta.infra_id
+    ident, oci = pod.meta.infra_id, rt.oci(pod.meta.handler)
     exited = rt.exit_waiter(ident)
-    if not exited.done() and not rt.oci.monitor_alive(ident):
+    if not exited.done() and not oci.monitor_alive(ident):
         # conmon died (killed with a daemon that was killed mid-create): no exit file will
         # come, so the process itself is watched.
         rt.drop_exit_waiter(ident)
         try:
-            await rt.oci.kill_unmonitored(ident, rt.config.runtime.runtime_timeout)
+            await oci.kill_unmonitored(ident, rt.config.runtime.runtime_timeout)
         except OCITimeout as exc:
             raise DeadlineExceeded(f"infra of pod sandbox {ident} did not exit: {exc}") from exc
         except OCIRuntimeError as exc:
@@ -131,7 +133,7 @@ async def stop(rt: Runtime, pod: Sandbox) -> None:
         return
     if not exited.done():
         try:
-            await rt.oci.kill(ident, signal.SIGKILL)
+            await oci.kill(ident, signal.SIGKILL)
         except (OCINotFound, OCINotRunning):
             # Gone already: never created, or it stopped between the checks.
             rt.drop_exit_waiter(ident)
@@ -147,12 +149,13 @@ async def stop(rt: Runtime, pod: Sandbox) -> None:
 async def destroy(rt: Runtime, pod: Sandbox) -> None:
     """Stop and delete the infra container and its exit record; idempotent."""
     await stop(rt, pod)
+    oci = rt.oci(pod.meta.handler)
     try:
-        await rt.oci.delete(pod.meta.infra_id, force=True)
+        await oci.delete(pod.meta.infra_id, force=True)
     except OCIRuntimeError as exc:
         raise Internal(f"cannot delete pod sandbox infra {pod.meta.infra_id}: {exc}") from exc
     await asyncio.to_thread(unmount, bundle_dir(pod) / "rootfs")  # a pause image's rootfs
     with contextlib.suppress(FileNotFoundError):
         (rt.exits_dir / pod.meta.infra_id).unlink()
     rt.exits.forget(pod.meta.infra_id)
-    await asyncio.to_thread(shutil.rmtree, rt.oci.persist_dir(pod.meta.infra_id), True)
+    await asyncio.to_thread(shutil.rmtree, oci.persist_dir(pod.meta.infra_id), True)

@@ -39,7 +39,7 @@ async def _reconcile(rt: Runtime, pod: Sandbox) -> None:
         return
     if rt.exits.read_exit(pod.meta.infra_id) is not None:
         return  # the exit watcher's first scan records the code
-    state = await rt.oci.state(pod.meta.infra_id)
+    state = await rt.oci(pod.meta.handler).state(pod.meta.infra_id)
     if state is None or state.get("status") not in ("running", "created", "paused"):
         log.warning("infra of pod sandbox %s is gone; marking it NOTREADY", pod.id)
         pod.set_state(SandboxState.NOTREADY)
@@ -72,7 +72,7 @@ async def _reconcile_container(rt: Runtime, ctr: Container) -> None:
         return
     if rt.exits.read_exit(ctr.id) is not None:
         return  # the exit watcher's first scan records the code
-    state = await rt.oci.state(ctr.id)
+    state = await rt.oci(ctr.meta.handler).state(ctr.id)
     if state is None or state.get("status") == "stopped":
         # Gone without an exit record (a reboot wiped it): the code is unknowable.
         log.warning("container %s is gone and left no exit code; marking it exited", ctr.id)
@@ -85,6 +85,8 @@ async def _reconcile_container(rt: Runtime, ctr: Container) -> None:
 async def recover(rt: Runtime) -> None:
     done, unfinished = rt.sandboxes.load()
     ctrs, ctrs_unfinished = rt.containers.load()
+    rt.handlers.check_recorded({p.meta.handler for p in [*done, *unfinished]} |
+                               {c.meta.handler for c in [*ctrs, *ctrs_unfinished]})
     for ctr in ctrs:  # layers of a container's image stay, whatever happens to the image
         rt.images.store.pin(ctr.meta.chain_ids)
         for image_id in ctr.meta.image_mounts.values():

@@ -30,8 +30,6 @@ from sandbox.errors import SandboxError
 
 log = logging.getLogger(__name__)
 
-HANDLERS = ("", "runc")
-
 
 def sandbox_name(md: api_pb2.PodSandboxMetadata) -> str:
     return f"k8s_POD_{md.name}_{md.namespace}_{md.uid}_{md.attempt}"
@@ -39,8 +37,7 @@ def sandbox_name(md: api_pb2.PodSandboxMetadata) -> str:
 
 async def run_pod_sandbox(rt: Runtime, config: api_pb2.PodSandboxConfig, handler: str) -> str:
     plan = podspec.plan(rt.config, rt.cgroups, config)  # every check that needs no side effect, first
-    if handler not in HANDLERS:
-        raise InvalidArgument(f"runtime handler {handler!r} is not configured (have: runc)")
+    resolved = rt.handlers.resolve(handler).name
     if not plan.host_network:
         net = rt.network.readiness()
         if not net.ready:  # refuse before anything is made, not half-way through
@@ -51,7 +48,7 @@ async def run_pod_sandbox(rt: Runtime, config: api_pb2.PodSandboxConfig, handler
     # The creation runs as its own task: if the client goes away mid-way, the task still
     # finishes (or undoes itself), and a pod the client never learnt about is removed, so a
     # retry with the same name is not refused.
-    task = rt.spawn(_create(rt, pod_id, name, config, handler, plan))
+    task = rt.spawn(_create(rt, pod_id, name, config, (handler, resolved), plan))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -70,12 +67,14 @@ def _orphaned(rt: Runtime, task: asyncio.Future[str]) -> None:
 
 
 async def _create(rt: Runtime, pod_id: str, name: str, config: api_pb2.PodSandboxConfig,
-                  handler: str, plan: podspec.PodPlan) -> str:
+                  handler: tuple[str, str], plan: podspec.PodPlan) -> str:
+    """``handler``: the runtime_handler as asked for, and the configured handler it names."""
     run_dir = rt.run_dir / pod_id
     meta = SandboxMeta(
         id=pod_id,
         name=name,
-        runtime_handler=handler,
+        runtime_handler=handler[0],
+        handler=handler[1],
         created_at=time.time_ns(),
         run_dir=str(run_dir),
         netns_path="" if plan.host_network else str(rt.network.netns_dir / f"pycri-{pod_id[:16]}"),

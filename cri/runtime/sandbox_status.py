@@ -52,5 +52,5 @@ def info(rt: Runtime, pod: Sandbox) -> dict[str, object]:
         "runDir": pod.meta.run_dir,
         "infraExitCode": pod.status.infra_exit_code,
         "cniResult": rt.network.cached_result(pod),
-        "runtimeHandler": pod.meta.runtime_handler or "runc",
+        "runtimeHandler": pod.meta.handler,
     }

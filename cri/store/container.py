@@ -73,6 +73,9 @@ class ContainerMeta:
     # A name of the image, chosen at create (Images.name_of): ContainerStatus reports it where
     # the client named the image by id ("" in state written before it existed).
     image_name: str = ""
+    # The pod's handler (SandboxMeta.handler), kept here too: a container whose pod did not
+    # finish being made is torn down at start-up without it.
+    handler: str = "runc"
 
 
 @dataclass

@@ -52,6 +52,10 @@ class SandboxMeta:
     hostname: str
     shm_path: str  # "" when the pod uses the host's IPC namespace
     infra_id: str
+    # The configured handler runtime_handler resolved to ("" names the default): the pod and
+    # its containers keep it for life. State written before handlers were configurable ran
+    # with runc.
+    handler: str = "runc"
 
 
 @dataclass

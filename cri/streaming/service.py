@@ -160,7 +160,8 @@ class Streaming:
             if ctr is None or not ctr.running:
                 raise RuntimeError(f"container {req.container_id} is not running")
             spec = json.loads(await asyncio.to_thread((ctr.bundle / "config.json").read_bytes))
-            ex = await ExecStream.start(rt.oci.runtime_path, rt.oci.runtime_root, ctr.id,
+            oci = rt.oci(ctr.meta.handler)
+            ex = await ExecStream.start(oci.runtime_path, oci.runtime_root, ctr.id,
                                         list(req.command), container_process=spec["process"],
                                         tty=req.tty, scratch_dir=rt.exec_dir)
             return _Exec(ex)

@@ -598,6 +598,20 @@ def test_spec_privileged(run_dir: Path) -> None:
     assert set(spec["process"]["capabilities"]["bounding"]) == set(bounding_set())
 
 
+def test_spec_privileged_without_host_devices(run_dir: Path) -> None:
+    """A handler with privileged_without_host_devices: still privileged, but none of the
+    host's devices and the default device rules; a device asked for is still given."""
+    pod = pod_sandbox(run_dir, privileged=True)
+    null = api_pb2.Device(host_path="/dev/null", container_path="/dev/mynull")
+    spec = container_spec(inputs(run_dir, cfg(linux=sc(privileged=True), devices=[null]),
+                                 pod=pod, host_devices=False))
+    assert [d["path"] for d in spec["linux"]["devices"]] == ["/dev/mynull"]
+    rules = spec["linux"]["resources"]["devices"]
+    assert {"allow": True, "access": "rwm"} not in rules
+    assert rules[0] == {"allow": False, "access": "rwm"}
+    assert "maskedPaths" not in spec["linux"]  # privileged otherwise
+
+
 def test_spec_unprivileged_container_in_a_privileged_pod_stays_confined(run_dir: Path) -> None:
     pod = pod_sandbox(run_dir, privileged=True)
     spec = container_spec(inputs(run_dir, cfg(), pod=pod))
@@ -647,6 +661,16 @@ def test_spec_annotations(run_dir: Path) -> None:
     assert ann["mine"] == "1"
     assert ann["io.kubernetes.cri.container-type"] == "container"
     assert ann["io.kubernetes.cri.container-name"] == "app"
+    assert ann["io.kubernetes.cri.sandbox-id"] == "pod0123456789"
+
+
+def test_spec_pod_annotations_the_handler_lets_in(run_dir: Path) -> None:
+    config = cfg(annotations={"shared": "container"})
+    ann = container_spec(inputs(run_dir, config, pod_annotations={
+        "io.katacontainers.x": "1", "shared": "pod",
+        "io.kubernetes.cri.sandbox-id": "spoofed"}))["annotations"]
+    assert ann["io.katacontainers.x"] == "1"
+    assert ann["shared"] == "container"  # the container's own wins
     assert ann["io.kubernetes.cri.sandbox-id"] == "pod0123456789"
 
 
