@@ -131,12 +131,12 @@ class Pod:
         self.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=ctr_id), timeout=60)
 
 
-def new_pod(daemon: Daemon, tmp: Path, **kw: object) -> Pod:
+def new_pod(daemon: Daemon, tmp: Path, runtime_handler: str = "", **kw: object) -> Pod:
     log_dir = tmp / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     cfg = pod_config(log_directory=str(log_dir), **kw)
-    pod_id = daemon.runtime().RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg),
-                                            timeout=60).pod_sandbox_id
+    pod_id = daemon.runtime().RunPodSandbox(api_pb2.RunPodSandboxRequest(
+        config=cfg, runtime_handler=runtime_handler), timeout=60).pod_sandbox_id
     return Pod(daemon, pod_id, cfg, log_dir)
 
 
