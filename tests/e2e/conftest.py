@@ -9,7 +9,7 @@ import pytest
 
 from cri.api import api_pb2_grpc
 from tests.e2e.containers import Pod, pods, pull, remove_all_images, start_registry
-from tests.e2e.helpers import Daemon, close_connections, need_root, pod_netns, session_leftovers
+from tests.e2e.helpers import Daemon, assert_nothing_left, close_connections, need_root, pod_netns
 from tests.fixtures.registry import LocalRegistry
 
 
@@ -22,10 +22,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     try:
         yield d
         # Every test removes its pods: the whole session must leave nothing behind.
-        left = session_leftovers(d)
-        if pod_netns() - netns_before:
-            left.append(f"network namespaces {sorted(pod_netns() - netns_before)}")
-        assert not left, f"leaked after the e2e session: {left}"
+        assert_nothing_left(d, netns_before)
     finally:
         d.cleanup()
 

@@ -352,6 +352,15 @@ def session_leftovers(d: Daemon) -> list[str]:
     return left
 
 
+def assert_nothing_left(d: Daemon, netns_before: set[str]) -> None:
+    """Everything the daemon's pods had is gone, and no pod netns appeared since
+    ``netns_before`` (pod_netns() when the daemon started)."""
+    left = session_leftovers(d)
+    if pod_netns() - netns_before:
+        left.append(f"network namespaces {sorted(pod_netns() - netns_before)}")
+    assert not left, f"leaked after the e2e session: {left}"
+
+
 def hugepage_sizes() -> list[str]:
     """The page sizes under /sys/kernel/mm/hugepages, named as the kubelet sends them (2MB,
     1GB) and the kernel names its hugetlb files."""

@@ -21,7 +21,7 @@ import pytest
 
 from cri.api import api_pb2
 from tests.e2e.containers import new_pod, pull, remove_pod, start_registry
-from tests.e2e.helpers import REPO, Daemon, need_root, pod_netns, session_leftovers
+from tests.e2e.helpers import REPO, Daemon, assert_nothing_left, need_root, pod_netns
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
 
@@ -68,10 +68,7 @@ def recorded() -> Iterator[Recorded]:
         d.start()
         pull(d)
         yield rec
-        left = session_leftovers(d)
-        if pod_netns() - netns_before:
-            left.append(f"network namespaces {sorted(pod_netns() - netns_before)}")
-        assert not left, f"leaked: {left}"
+        assert_nothing_left(d, netns_before)
     finally:
         reg.stop()
         d.cleanup()
