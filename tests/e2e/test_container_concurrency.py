@@ -15,9 +15,8 @@ import grpc
 import pytest
 
 from cri.api import api_pb2
-from tests.e2e.conftest import session_leftovers
 from tests.e2e.containers import Pod, new_pod, remove_pod, wait_until
-from tests.e2e.helpers import Daemon
+from tests.e2e.helpers import Daemon, session_leftovers
 
 pytestmark = pytest.mark.e2e
 WORKERS = 8
