@@ -248,6 +248,22 @@ class NRIConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """[pycri.metrics]"""
+
+    enable_metrics: bool = _opt(
+        False, "Serve Prometheus metrics (pycri_* RPC latencies and codes, image pulls, OOM "
+        "kills, pods and containers by state, process_*) at /metrics. Off: no port is opened.")
+    metrics_host: str = _opt(
+        "127.0.0.1", "Address the metrics endpoint binds (an IP address or a host name).")
+    metrics_port: int = _opt(9090, "Port of the metrics endpoint (0 picks a free one, logged).")
+    metrics_cert: str = _opt(
+        "", "PEM certificate to serve metrics over HTTPS; empty serves plain HTTP (set with "
+        "metrics_key).")
+    metrics_key: str = _opt("", "PEM private key for metrics_cert.")
+
+
+@dataclass
 class PycriConfig:
     """[pycri]"""
 
@@ -259,6 +275,7 @@ class PycriConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     nri: NRIConfig = field(default_factory=NRIConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     # Derived paths -------------------------------------------------------------------------
     @property
@@ -280,6 +297,7 @@ TABLES: dict[str, type[Any]] = {
     "pycri.image": ImageConfig,
     "pycri.network": NetworkConfig,
     "pycri.nri": NRIConfig,
+    "pycri.metrics": MetricsConfig,
 }
 
 
@@ -426,6 +444,7 @@ def validate(cfg: PycriConfig) -> None:
             raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from None
     _validate_handlers(cfg.runtime)
     _validate_nri(cfg.nri)
+    _validate_metrics(cfg.metrics)
 
 
 def _validate_handlers(runtime: RuntimeConfig) -> None:
@@ -456,6 +475,20 @@ def _validate_nri(nri: NRIConfig) -> None:
     for key in ("plugin_registration_timeout", "plugin_request_timeout"):
         if getattr(nri, key) <= 0:
             raise ConfigError(f"pycri.nri.{key}: must be positive")
+
+
+def _validate_metrics(metrics: MetricsConfig) -> None:
+    if not metrics.metrics_host:
+        raise ConfigError("pycri.metrics.metrics_host: must not be empty")
+    if not 0 <= metrics.metrics_port <= 65535:
+        raise ConfigError("pycri.metrics.metrics_port: must be 0..65535")
+    if bool(metrics.metrics_cert) != bool(metrics.metrics_key):
+        missing = "metrics_key" if metrics.metrics_cert else "metrics_cert"
+        raise ConfigError(f"pycri.metrics.{missing}: TLS needs both metrics_cert and metrics_key")
+    for key in ("metrics_cert", "metrics_key"):
+        value = getattr(metrics, key)
+        if value and not os.path.isabs(value):
+            raise ConfigError(f"pycri.metrics.{key}: must be an absolute path")
 
 
 def resolve_binary(key: str, value: str) -> str:

@@ -16,9 +16,12 @@ from cri.api import api_pb2_grpc
 from cri.config import Config, ConfigError, prepare
 from cri.image.servicer import ImageServicer
 from cri.interceptor import CRIInterceptor, RequestIdFilter
+from cri.metrics.endpoint import MetricsEndpoint
+from cri.metrics.interceptor import MetricsInterceptor
 from cri.runtime.daemon import Runtime
 from cri.runtime.nri_host import RuntimeHost
 from cri.runtime.servicer import RuntimeServicer
+from cri.streaming.server import tls_context
 from cri.unix_socket import SocketInUse, claim_socket
 
 log = logging.getLogger("pycri")
@@ -41,6 +44,23 @@ def setup_logging(level: str) -> None:
     logging.getLogger("grpc").setLevel(logging.INFO)  # its debug level logs every poll
 
 
+async def start_metrics(config: Config, runtime: Runtime) -> MetricsEndpoint:
+    """The /metrics endpoint; what keeps it from serving is a configuration error."""
+    cfg = config.metrics
+    try:
+        ctx = tls_context(cfg.metrics_cert, cfg.metrics_key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(f"pycri.metrics.metrics_cert: cannot load {cfg.metrics_cert} and "
+                          f"{cfg.metrics_key}: {exc}") from exc
+    endpoint = MetricsEndpoint(runtime.metrics.registry, cfg.metrics_host, cfg.metrics_port, ctx)
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        raise ConfigError(f"pycri.metrics.metrics_port: cannot listen on "
+                          f"{cfg.metrics_host}:{cfg.metrics_port}: {exc}") from exc
+    return endpoint
+
+
 async def serve(config: Config) -> int:
     setup_logging(config.log_level)
     notify_socket = sdnotify.take_socket()  # under systemd's Type=notify: see cri/sdnotify.py
@@ -55,8 +75,12 @@ async def serve(config: Config) -> int:
         return 1
     runtime = Runtime(config)
     interceptor = CRIInterceptor()
+    # Outermost, so it counts the code each client saw (see cri/metrics/interceptor.py).
+    interceptors: list[grpc.aio.ServerInterceptor] = [interceptor]
+    if config.metrics.enable_metrics:
+        interceptors.insert(0, MetricsInterceptor(runtime.metrics))
     server = grpc.aio.server(
-        interceptors=[interceptor],
+        interceptors=interceptors,
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                  ("grpc.max_send_message_length", MAX_REPLY)],
     )
@@ -80,7 +104,10 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics: MetricsEndpoint | None = None
     try:
+        if config.metrics.enable_metrics:
+            metrics = await start_metrics(config, runtime)
         await runtime.start()
         # Plugins join once the state is recovered, and before the first CRI call is served.
         await runtime.nri.start(RuntimeHost(runtime))
@@ -94,6 +121,8 @@ async def serve(config: Config) -> int:
                  config.api.shutdown_grace)
     finally:
         runtime.events.close()  # event streams never finish: the grace is for real work
+        if metrics is not None:
+            await metrics.close()
         await server.stop(config.api.shutdown_grace)
         await runtime.close()
         with contextlib.suppress(FileNotFoundError):

@@ -17,9 +17,9 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 from cri.errors import (
     DeadlineExceeded,
@@ -30,6 +30,7 @@ from cri.errors import (
     Unavailable,
 )
 from cri.image import manifest as mf
+from cri.image import pull_meter
 from cri.image.auth import Credentials
 from cri.image.reference import (
     DEFAULT_DOMAIN,
@@ -138,6 +139,8 @@ class Images:
         # Names of the containers using an image id (the runtime sets this): such an image is
         # not removed (CRI-O's behaviour; the kubelet's GC skips it and retries later).
         self.in_use: Callable[[str], list[str]] = lambda image_id: []
+        # Told the seconds and registry bytes of each pull that succeeded (the metrics).
+        self.on_pulled: Callable[[float, int], None] = lambda seconds, received: None
         self._pulls: SharedTasks[ImageRecord] = SharedTasks()
         self._layer_jobs: SharedTasks[None] = SharedTasks()
         self._downloads = asyncio.Semaphore(LAYER_PARALLELISM)
@@ -223,9 +226,18 @@ class Images:
         key = f"{image}\0{creds.identity}"
         try:
             async with asyncio.timeout(deadline):
-                return await self._pulls.run(key, lambda: self._pull(image, candidates, creds))
+                return await self._pulls.run(
+                    key, lambda: self._measured(self._pull(image, candidates, creds)))
         except TimeoutError as exc:
             raise DeadlineExceeded(f"pulling {image} did not finish before the deadline") from exc
+
+    async def _measured(self, pull: Coroutine[Any, Any, ImageRecord]) -> ImageRecord:
+        """``pull`` (run as the shared pull's task) timed, its registry bytes counted."""
+        meter = pull_meter.start()
+        start = time.monotonic()
+        rec = await pull
+        self.on_pulled(time.monotonic() - start, meter.received)
+        return rec
 
     async def _pull(self, image: str, candidates: list[Reference], creds: Credentials
                     ) -> ImageRecord:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from cri.image import auth
+from cri.image import auth, pull_meter
 from cri.image.manifest import ACCEPT, MAX_MANIFEST_BYTES, ManifestError, digest_of
 from cri.image.registries_conf import Endpoint
 
@@ -187,6 +187,7 @@ class RegistryClient:
         finally:
             await resp.aclose()
         data = bytes(body)
+        pull_meter.received(len(data))
         return FetchedManifest(data, resp.headers.get("content-type", ""), digest_of(data))
 
     async def blob(self, ep: Endpoint, digest: str, creds: auth.Credentials | None = None,
@@ -197,6 +198,7 @@ class RegistryClient:
         try:
             self._check_status(resp, ep, f"blob {digest}")
             async for chunk in resp.aiter_raw():
+                pull_meter.received(len(chunk))
                 yield chunk
         except httpx.TransportError as exc:
             raise RegistryUnavailable(f"{ep.host}: {exc}") from exc

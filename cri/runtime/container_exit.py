@@ -68,6 +68,9 @@ def container_exited(rt: Runtime, ctr: Container, code: int, exited_at: datetime
         st.finished_at = st.started_at
     if oom_killed(rt, ctr, code):
         st.reason = "OOMKilled"
+        pod = rt.sandboxes.get(ctr.meta.pod_id)
+        where = pod.config.metadata if pod is not None else api_pb2.PodSandboxMetadata()
+        rt.metrics.oom_killed(where.namespace, where.name, ctr.config.metadata.name)
     else:
         st.reason = "Completed" if code == 0 else "Error"
     ctr.set_state(ContainerState.EXITED)

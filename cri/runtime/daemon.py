@@ -17,6 +17,8 @@ from cri.api import api_pb2
 from cri.config import Config, ConfigError, HandlerConfig
 from cri.errors import NotFound, Unavailable
 from cri.image.images import Images
+from cri.metrics.registry import Metrics
+from cri.metrics.states import StateCollector
 from cri.nri.service import NRI
 from cri.runtime.events import EventBus
 from cri.runtime.handlers import Handlers
@@ -88,6 +90,14 @@ class Runtime:
         self.images = Images(self.image_root, Path(config.image.registries_conf),
                              pause_image=config.image.pause_image)
         self.images.in_use = self._image_users
+        # [pycri.metrics]: counted in any case (it costs next to nothing), served by the
+        # server only when enabled. Pods and containers by state are read from the stores at
+        # each scrape.
+        self.metrics = Metrics()
+        self.metrics.registry.register(StateCollector(
+            lambda: (p.status.state.value for p in self.sandboxes),
+            lambda: (c.status.state.value for c in self.containers)))
+        self.images.on_pulled = self.metrics.image_pulled
         self.exits = ExitWatcher(self.exits_dir, self._on_exit)
         # NRI plugins (started by the server once recovery is done, see cri/runtime/nri_host),
         # and each exited container's StopContainer event while plugins take it.

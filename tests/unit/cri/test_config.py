@@ -16,7 +16,8 @@ def test_rendered_default_config_parses_back_to_the_defaults(tmp_path: Path) -> 
                 "runtime_path", "conmon_path", "cgroup_driver", "default_sysctls", "apparmor_profile",
                 "pause_image", "registries_conf", "conf_dir", "plugin_dirs", "enable",
                 "socket_path", "plugin_path", "plugin_config_path", "plugin_registration_timeout",
-                "plugin_request_timeout"):
+                "plugin_request_timeout", "enable_metrics", "metrics_host", "metrics_port",
+                "metrics_cert", "metrics_key"):
         assert f"\n{key} = " in text, key
     path = tmp_path / "pycri.conf"
     path.write_text(text)
@@ -34,6 +35,9 @@ def test_defaults_work_on_a_fresh_machine() -> None:
             cfg.nri.plugin_config_path) == (True, "/var/run/nri/nri.sock", "/opt/nri/plugins",
                                             "/etc/nri/conf.d")
     assert (cfg.nri.plugin_registration_timeout, cfg.nri.plugin_request_timeout) == (5.0, 2.0)
+    # Metrics as CRI-O's: off, and once on, loopback port 9090 over plain HTTP.
+    assert (cfg.metrics.enable_metrics, cfg.metrics.metrics_host, cfg.metrics.metrics_port,
+            cfg.metrics.metrics_cert, cfg.metrics.metrics_key) == (False, "127.0.0.1", 9090, "", "")
 
 
 def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
@@ -81,6 +85,13 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.nri]\nenable = "yes"\n', "pycri.nri.enable"),
         ('[pycri.nri]\nsocket_path = "nri.sock"\n', "pycri.nri.socket_path"),
         ('[pycri.nri]\nplugin_request_timeout = 0\n', "pycri.nri.plugin_request_timeout"),
+        ('[pycri.metrics]\nenable_metrics = 1\n', "pycri.metrics.enable_metrics"),
+        ('[pycri.metrics]\nmetrics_port = 65536\n', "pycri.metrics.metrics_port"),
+        ('[pycri.metrics]\nmetrics_host = ""\n', "pycri.metrics.metrics_host"),
+        ('[pycri.metrics]\nmetrics_cert = "/etc/pycri/metrics.pem"\n', "pycri.metrics.metrics_key"),
+        ('[pycri.metrics]\nmetrics_key = "/etc/pycri/metrics.key"\n', "pycri.metrics.metrics_cert"),
+        ('[pycri.metrics]\nmetrics_cert = "m.pem"\nmetrics_key = "/k.pem"\n',
+         "pycri.metrics.metrics_cert"),
         ('[other]\nx = 1\n', "other"),
     ],
 )

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cri.errors import FailedPrecondition, Internal, InvalidArgument, Unavailable
@@ -268,3 +269,31 @@ def test_a_blob_that_does_not_match_its_digest_is_refused_and_leaves_nothing(
 
 async def _no_sleep(delay: float, result: object = None) -> object:
     return result
+
+
+def test_each_pull_reports_its_time_and_the_bytes_it_received(
+        tmp_path: Path, registry: LocalRegistry) -> None:
+    pushed = push_image(registry, "metered/app", "v1", [tar_layer({"a": b"a" * 3000}),
+                                                        tar_layer({"b": b"b" * 5000})])
+    got = httpx.get(f"http://{registry.host}/v2/metered/app/manifests/v1",
+                    headers={"Accept": m.OCI_MANIFEST})
+    manifest = got.json()
+    small = len(got.content) + manifest["config"]["size"]  # what every pull fetches
+    layers = sum(layer["size"] for layer in manifest["layers"])
+    images = _images(tmp_path, registry)
+    reports: list[tuple[float, int]] = []
+    images.on_pulled = lambda seconds, received: reports.append((seconds, received))
+    ref = f"{registry.host}/metered/app:v1"
+
+    async def scenario() -> None:
+        try:
+            # Two callers, one pull: reported once.
+            first = await asyncio.gather(images.pull(ref, Credentials()),
+                                         images.pull(ref, Credentials()))
+            assert {rec.id for rec in first} == {pushed.image_id}
+            await images.pull(ref, Credentials())  # the layers are here: not fetched again
+        finally:
+            await images.close()
+    asyncio.run(scenario())
+    assert [received for _, received in reports] == [small + layers, small]
+    assert all(seconds > 0 for seconds, _ in reports)
