@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:  # grpc's classes take type arguments only in its stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
 
 
 class RPCObserver(Protocol):
@@ -47,17 +50,12 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     def _done(self, method: str, context: Ctx, exc: BaseException | None, start: float) -> None:
         self._observer.rpc_done(method, _code(context, exc), time.perf_counter() - start)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
+    async def intercept_service(self, continuation: Continuation,
+                                details: grpc.HandlerCallDetails) -> Handler | None:
+        handler = await continuation(details)
         if handler is None:
             return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        method = details.method.rsplit("/", 1)[-1]
         done = self._done
         if handler.unary_unary is not None:
             inner: Any = handler.unary_unary

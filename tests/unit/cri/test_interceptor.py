@@ -4,6 +4,8 @@ serving), UNAVAILABLE until ready, unimplemented RPCs name themselves."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,39 +34,47 @@ class Servicer(api_pb2_grpc.RuntimeServiceServicer):
 fill_unimplemented(Servicer, "RuntimeService")
 
 
-async def _scenario(sock: Path) -> None:
-    interceptor = CRIInterceptor()
-    server = grpc.aio.server(interceptors=[interceptor])
-    api_pb2_grpc.add_RuntimeServiceServicer_to_server(Servicer(), server)  # type: ignore[abstract]
+@contextlib.asynccontextmanager
+async def serving(sock: Path, servicer: api_pb2_grpc.RuntimeServiceServicer,
+                  *interceptors: grpc.aio.ServerInterceptor) -> AsyncIterator[grpc.aio.Channel]:
+    """A grpc.aio server of ``servicer`` on ``sock``, and a channel to it."""
+    server = grpc.aio.server(interceptors=interceptors)
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"unix://{sock}")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"unix://{sock}") as ch:
-            stub = api_pb2_grpc.RuntimeServiceStub(ch)
-
-            async def code(version: str) -> grpc.StatusCode:
-                try:
-                    await stub.Version(api_pb2.VersionRequest(version=version))
-                except grpc.aio.AioRpcError as exc:
-                    return exc.code()
-                return grpc.StatusCode.OK
-
-            assert await code("") == grpc.StatusCode.UNAVAILABLE
-            interceptor.ready = True
-            assert await code("") == grpc.StatusCode.OK
-            assert await code("missing") == grpc.StatusCode.NOT_FOUND
-            assert await code("boom") == grpc.StatusCode.INTERNAL
-            assert await code("") == grpc.StatusCode.OK  # still serving
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.ListContainers(api_pb2.ListContainersRequest())
-            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-            assert "ListContainers" in (err.value.details() or "")
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                async for _ in stub.StreamPodSandboxes(api_pb2.StreamPodSandboxesRequest()):
-                    pass
-            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            yield ch
     finally:
         await server.stop(None)
+
+
+async def _scenario(sock: Path) -> None:
+    interceptor = CRIInterceptor()
+    async with serving(sock, Servicer(), interceptor) as ch:  # type: ignore[abstract]
+        stub = api_pb2_grpc.RuntimeServiceStub(ch)
+
+        async def code(version: str) -> grpc.StatusCode:
+            try:
+                await stub.Version(api_pb2.VersionRequest(version=version))
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        assert await code("") == grpc.StatusCode.UNAVAILABLE
+        interceptor.ready = True
+        assert await code("") == grpc.StatusCode.OK
+        assert await code("missing") == grpc.StatusCode.NOT_FOUND
+        assert await code("boom") == grpc.StatusCode.INTERNAL
+        assert await code("") == grpc.StatusCode.OK  # still serving
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListContainers(api_pb2.ListContainersRequest())
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "ListContainers" in (err.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.StreamPodSandboxes(api_pb2.StreamPodSandboxesRequest()):
+                pass
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_interceptor_maps_errors_and_gates_readiness(tmp_path: Path) -> None:

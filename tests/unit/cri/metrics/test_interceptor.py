@@ -12,24 +12,25 @@ import grpc
 import pytest
 
 from cri.api import api_pb2, api_pb2_grpc
-from cri.errors import FailedPrecondition, NotFound
+from cri.errors import FailedPrecondition
 from cri.interceptor import CRIInterceptor
 from cri.metrics.interceptor import MetricsInterceptor
 from cri.metrics.registry import Metrics
 from cri.runtime.unimplemented import fill_unimplemented
+from tests.unit.cri import test_interceptor as interceptor_test
+from tests.unit.cri.test_interceptor import serving
 
 SERVICE = "/runtime.v1.RuntimeService/"
 
 
-class Servicer(api_pb2_grpc.RuntimeServiceServicer):
+class Servicer(interceptor_test.Servicer):
+    """The error-mapping test's servicer, plus a call that outlives its deadline, a stream that
+    may fail half-way and one that never ends."""
+
     async def Version(self, request: Any, context: Any) -> api_pb2.VersionResponse:
-        if request.version == "missing":
-            raise NotFound("no such thing")
-        if request.version == "boom":
-            raise ZeroDivisionError("unexpected")
         if request.version == "slow":
             await asyncio.sleep(3600)
-        return api_pb2.VersionResponse(runtime_name="ok")
+        return await super().Version(request, context)
 
     async def StreamPodSandboxes(self, request: Any, context: Any) -> Any:
         yield api_pb2.StreamPodSandboxesResponse()
@@ -63,55 +64,47 @@ def observed(metrics: Metrics, method: str) -> float:
 async def _scenario(sock: Path) -> Metrics:
     metrics = Metrics()
     gate = CRIInterceptor()
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics), gate])
-    api_pb2_grpc.add_RuntimeServiceServicer_to_server(Servicer(), server)  # type: ignore[abstract]
-    server.add_insecure_port(f"unix://{sock}")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"unix://{sock}") as ch:
-            stub = api_pb2_grpc.RuntimeServiceStub(ch)
+    async with serving(sock, Servicer(), MetricsInterceptor(metrics), gate) as ch:  # type: ignore[abstract]
+        stub = api_pb2_grpc.RuntimeServiceStub(ch)
 
-            async def version(v: str) -> grpc.StatusCode:
-                try:
-                    reply = await stub.Version(api_pb2.VersionRequest(version=v))
-                except grpc.aio.AioRpcError as exc:
-                    return exc.code()
-                assert reply.runtime_name == "ok"  # the reply passes through unchanged
-                return grpc.StatusCode.OK
+        async def version(v: str) -> grpc.StatusCode:
+            try:
+                reply = await stub.Version(api_pb2.VersionRequest(version=v))
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            assert reply.runtime_name == "ok"  # the reply passes through unchanged
+            return grpc.StatusCode.OK
 
-            assert await version("") == grpc.StatusCode.UNAVAILABLE
-            gate.ready = True
-            for v, want in (("", "OK"), ("", "OK"), ("missing", "NOT_FOUND"), ("boom", "INTERNAL")):
-                assert (await version(v)).name == want
-            garbage = ch.unary_unary(SERVICE + "Version")
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await garbage(b"\xff\xff\xff")
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.Version(api_pb2.VersionRequest(version="slow"), timeout=0.2)
-            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await ch.unary_unary("/runtime.v1.RuntimeService/NoSuchMethod")(b"")
-            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert await version("") == grpc.StatusCode.UNAVAILABLE
+        gate.ready = True
+        for v, want in (("", "OK"), ("", "OK"), ("missing", "NOT_FOUND"), ("boom", "INTERNAL")):
+            assert (await version(v)).name == want
+        garbage = ch.unary_unary(SERVICE + "Version")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await garbage(b"\xff\xff\xff")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Version(api_pb2.VersionRequest(version="slow"), timeout=0.2)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await ch.unary_unary("/runtime.v1.RuntimeService/NoSuchMethod")(b"")
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
-            assert len([r async for r in stub.StreamPodSandboxes(
-                api_pb2.StreamPodSandboxesRequest())]) == 1
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                async for _ in stub.StreamPodSandboxes(api_pb2.StreamPodSandboxesRequest(
-                        filter=api_pb2.PodSandboxFilter(id="fail"))):
-                    pass
-            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            events = stub.GetContainerEvents(api_pb2.GetEventsRequest())
-            assert (await events.read()).container_id == "first"
-            events.cancel()
-            for _ in range(200):  # the server notices the cancellation on its own schedule
-                if observed(metrics, "GetContainerEvents"):
-                    break
-                await asyncio.sleep(0.01)
-    finally:
-        await server.stop(None)
+        assert len([r async for r in stub.StreamPodSandboxes(
+            api_pb2.StreamPodSandboxesRequest())]) == 1
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.StreamPodSandboxes(api_pb2.StreamPodSandboxesRequest(
+                    filter=api_pb2.PodSandboxFilter(id="fail"))):
+                pass
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        events = stub.GetContainerEvents(api_pb2.GetEventsRequest())
+        assert (await events.read()).container_id == "first"
+        events.cancel()
+        for _ in range(200):  # the server notices the cancellation on its own schedule
+            if observed(metrics, "GetContainerEvents"):
+                break
+            await asyncio.sleep(0.01)
     return metrics
-
 
 def test_every_call_is_counted_under_the_code_its_client_saw(tmp_path: Path) -> None:
     metrics = asyncio.run(_scenario(tmp_path / "s.sock"))
