@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cri.api import api_pb2
 from cri.image import manifest as m
 from tests.e2e.containers import IMAGE, new_pod, pull, remove_pod, start_registry
-from tests.e2e.helpers import Daemon, assert_nothing_left, need_root, pod_netns
+from tests.e2e.helpers import Daemon, UnitProcess, assert_nothing_left, need_root, pod_netns
 from tests.fixtures.registry import LocalRegistry
 from tests.selfsigned import HAVE_OPENSSL, make_cert
 
@@ -190,7 +190,9 @@ def _start_fails(d: Daemon) -> str:
     """The daemon's log once it refused to start, as a configuration error (exit code 2)."""
     with pytest.raises(RuntimeError):
         d.start()
-    assert d.proc is not None and d.proc.poll() == 2
+    # Under systemd (PYCRI_E2E_UNIT) `systemctl start` failed and left no process handle.
+    proc = d.proc or (UnitProcess(d.unit) if d.unit_file else None)
+    assert proc is not None and proc.poll() == 2
     return d.log.read_text(errors="replace")
 
 
