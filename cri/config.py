@@ -77,7 +77,11 @@ class HandlerConfig:
 
 @dataclass
 class APIConfig:
-    """[pycri.api]"""
+    """[pycri.api]
+
+    The CRI gRPC socket, and the streaming server behind the URLs Exec, Attach and
+    PortForward return.
+    """
 
     listen: str = _opt("/run/pycri/pycri.sock", "Path of the unix socket the CRI gRPC server listens on.")
     socket_mode: str = _opt("0660", "File mode of the socket (octal); never world-accessible.")
@@ -100,7 +104,11 @@ class APIConfig:
 
 @dataclass
 class RuntimeConfig:
-    """[pycri.runtime]"""
+    """[pycri.runtime]
+
+    How pods and containers run: the OCI runtime handlers and conmon, cgroups, the pause
+    process, timeouts and the default AppArmor profile.
+    """
 
     default_runtime: str = _opt(
         "runc", "The handler of pods that name none (RunPodSandbox's runtime_handler \"\"): one of "
@@ -181,7 +189,10 @@ class RuntimeConfig:
 
 @dataclass
 class ImageConfig:
-    """[pycri.image]"""
+    """[pycri.image]
+
+    Where images are pulled from, and the pods' infra image.
+    """
 
     pause_image: str = _opt(
         "", "Infra image reference; empty uses the built-in pause (no pull, works offline)."
@@ -193,7 +204,10 @@ class ImageConfig:
 
 @dataclass
 class NetworkConfig:
-    """[pycri.network]"""
+    """[pycri.network]
+
+    Pod networks, through CNI plugins.
+    """
 
     conf_dir: str = _opt("/etc/cni/net.d", "Directory of CNI network configs; the first valid wins.")
     plugin_dirs: list[str] = _opt_list(
@@ -213,7 +227,10 @@ class NetworkConfig:
 
 @dataclass
 class NRIConfig:
-    """[pycri.nri]"""
+    """[pycri.nri]
+
+    NRI plugins (the Node Resource Interface of containerd and CRI-O).
+    """
 
     enable: bool = _opt(
         True,
@@ -249,7 +266,10 @@ class NRIConfig:
 
 @dataclass
 class PycriConfig:
-    """[pycri]"""
+    """[pycri]
+
+    Where pycri keeps its state, and how much it logs (to stderr).
+    """
 
     root: str = _opt("/var/lib/pycri", "Durable state (pods, containers, images); mode 0700.")
     runroot: str = _opt("/run/pycri", "Volatile state (bundles, exit files, sockets); mode 0700.")
