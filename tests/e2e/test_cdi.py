@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.node]
 # driver answers it, so opening such a node says ENXIO once the device cgroup lets it through
 # and EPERM while it does not (the rule CDI adds is what is observed).
 EXPERIMENTAL_MAJOR = 120
+TRUSTED = "cdi-pods"
 
 
 class CDI:
@@ -41,7 +42,10 @@ class CDI:
         self.fake = d.base / "fake-dev"
         os.mknod(self.fake, 0o666 | 0o020000, os.makedev(EXPERIMENTAL_MAJOR, 7))
         with d.config_path.open("a") as f:
-            f.write(f'[pycri.cdi]\nspec_dirs = ["{self.static}", "{self.dynamic}"]\n')
+            f.write(f'[pycri.cdi]\nspec_dirs = ["{self.static}", "{self.dynamic}"]\n'
+                    # Pods of this RuntimeClass may ask for CDI devices in their annotations.
+                    f'[pycri.runtime.handlers.{TRUSTED}]\nruntime_path = "runc"\n'
+                    'allowed_annotations = ["cdi.k8s.io/*"]\n')
 
     def write(self, directory: Path, name: str, doc: dict[str, Any]) -> None:
         """As drivers write specs: a new file renamed over the old one."""
@@ -146,6 +150,21 @@ def test_a_device_of_a_cdi_annotation_is_given_too(cdi: CDI, pod: Pod) -> None:
     # The device cgroup lets it through: no driver behind it (ENXIO), not EPERM.
     res = sh(pod, ctr, "cat /dev/fake0")
     assert res.exit_code != 0 and b"No such device or address" in res.stderr, res.stderr
+
+
+def test_pod_annotations_count_only_where_the_handler_lets_them_in(
+        cdi: CDI, tmp_path: Path) -> None:
+    # Anyone who may create a pod writes its annotations: by default they grant no device.
+    wanted = {"cdi.k8s.io/pod": "example.com/dev=null0"}
+    for handler, given in (("", False), (TRUSTED, True)):
+        p = new_pod(cdi.daemon, tmp_path / (handler or "default"), runtime_handler=handler,
+                    annotations=wanted)
+        try:
+            ctr = run(p, "from-pod")
+            assert ("CDI_NULL0=yes" in exec_ok(p, ctr, ["env"]).splitlines()) == given
+            assert (sh(p, ctr, "test -c /dev/null0").exit_code == 0) == given
+        finally:
+            remove_pod(p)
 
 
 def test_a_device_node_with_no_permissions_is_there_but_cannot_be_opened(
