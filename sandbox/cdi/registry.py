@@ -64,6 +64,7 @@ class Registry:
         self._files: dict[Path, tuple[_Stamp, Spec | SpecError]] = {}
         self._listing: list[tuple[int, Path, _Stamp]] | None = None
         self._index = _Index()
+        self._dir_errors: set[str] = set()  # logged once each
 
     def resolve(self, names: Iterable[str]) -> list[Resolved]:
         """The devices ``names`` request, in order (a repeated name once); raises Unresolvable
@@ -133,7 +134,9 @@ class Registry:
             except FileNotFoundError:
                 continue  # a directory that is not there (yet) provides nothing
             except OSError as exc:
-                log.warning("CDI spec directory %s cannot be listed: %s", d, exc.strerror)
+                if str(d) not in self._dir_errors:
+                    self._dir_errors.add(str(d))
+                    log.warning("CDI spec directory %s cannot be listed: %s", d, exc.strerror)
                 continue
             for entry in entries:
                 if not entry.name.endswith(SUFFIXES):

@@ -140,3 +140,17 @@ def test_an_unchanged_directory_is_not_read_again(dirs: tuple[Path, Path],
         raise AssertionError(f"{path} read again")
     monkeypatch.setattr(registry, "load", no_load)
     assert env_of(reg, "example.com/dev=a") == ("DEV=1",)
+
+
+def test_a_spec_dir_that_is_no_directory_is_logged_once_and_skipped(
+        dirs: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    etc, run = dirs
+    run.rmdir()
+    run.write_text("not a directory")
+    (etc / "a.json").write_text(spec("example.com/dev", {"a": "1"}))
+    reg = Registry([etc, run])
+    caplog.set_level(logging.WARNING, logger="sandbox.cdi.registry")
+    for _ in range(2):
+        assert env_of(reg, "example.com/dev=a") == ("DEV=1",)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"CDI spec directory {run} cannot be listed: Not a directory"]
