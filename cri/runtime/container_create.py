@@ -1,9 +1,10 @@
 """CreateContainer: reserve the name, then build the container step by step, each step
 registering its undo first (the same discipline as RunPodSandbox).
 
-Order: checks -> state dir -> image layers pinned -> rootfs overlay (writable upper) -> image
-volumes -> user resolved inside the rootfs -> spec -> NRI CreateContainer (adjustments) ->
-bundle -> conmon + `runc create` -> CREATED -> NRI PostCreateContainer.
+Order: checks (CDI devices resolved among them) -> state dir -> image layers pinned -> rootfs
+overlay (writable upper) -> image volumes -> user resolved inside the rootfs -> spec (CDI edits
+last) -> NRI CreateContainer (adjustments) -> bundle -> conmon + `runc create` -> CREATED ->
+NRI PostCreateContainer.
 """
 
 from __future__ import annotations
