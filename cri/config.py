@@ -265,6 +265,19 @@ class NRIConfig:
 
 
 @dataclass
+class CDIConfig:
+    """[pycri.cdi]"""
+
+    spec_dirs: list[str] = _opt_list(
+        ["/etc/cdi", "/var/run/cdi"],
+        "Directories of CDI (Container Device Interface) specs, *.json and *.yaml, for the "
+        "devices containers request by name (vendor.com/class=name) in CDI_devices or "
+        "cdi.k8s.io/* annotations. A device in a later directory overrides the same device "
+        "in an earlier one; files are read again when they change.",
+    )
+
+
+@dataclass
 class PycriConfig:
     """[pycri]
 
@@ -279,6 +292,7 @@ class PycriConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     nri: NRIConfig = field(default_factory=NRIConfig)
+    cdi: CDIConfig = field(default_factory=CDIConfig)
 
     # Derived paths -------------------------------------------------------------------------
     @property
@@ -300,6 +314,7 @@ TABLES: dict[str, type[Any]] = {
     "pycri.image": ImageConfig,
     "pycri.network": NetworkConfig,
     "pycri.nri": NRIConfig,
+    "pycri.cdi": CDIConfig,
 }
 
 
@@ -446,6 +461,9 @@ def validate(cfg: PycriConfig) -> None:
             raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from None
     _validate_handlers(cfg.runtime)
     _validate_nri(cfg.nri)
+    for d in cfg.cdi.spec_dirs:
+        if not os.path.isabs(d):
+            raise ConfigError(f"pycri.cdi.spec_dirs: {d!r} is not an absolute path")
 
 
 def _validate_handlers(runtime: RuntimeConfig) -> None:

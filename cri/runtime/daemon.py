@@ -25,6 +25,7 @@ from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
 from sandbox import diskusage, masquerade
 from sandbox.apparmor import AppArmor, AppArmorError, SystemHost
+from sandbox.cdi.registry import Registry as CDIRegistry
 from sandbox.cgroups import features
 from sandbox.cgroups.driver import CgroupDriver, CgroupfsDriver, SystemdDriver
 from sandbox.cgroups.stats import CpuRate
@@ -83,6 +84,7 @@ class Runtime:
 
         self.handlers = Handlers(config, make_oci)
         self.network = PodNetwork(config)
+        self.cdi = CDIRegistry(config.cdi.spec_dirs)  # read at the first container asking
         self.apparmor = AppArmor(SystemHost(timeout=config.runtime.runtime_timeout),
                                  config.runtime.apparmor_profile)
         self.images = Images(self.image_root, Path(config.image.registries_conf),

@@ -16,7 +16,7 @@ def test_rendered_default_config_parses_back_to_the_defaults(tmp_path: Path) -> 
                 "runtime_path", "conmon_path", "cgroup_driver", "default_sysctls", "apparmor_profile",
                 "pause_image", "registries_conf", "conf_dir", "plugin_dirs", "enable",
                 "socket_path", "plugin_path", "plugin_config_path", "plugin_registration_timeout",
-                "plugin_request_timeout"):
+                "plugin_request_timeout", "spec_dirs"):
         assert f"\n{key} = " in text, key
     path = tmp_path / "pycri.conf"
     path.write_text(text)
@@ -34,6 +34,8 @@ def test_defaults_work_on_a_fresh_machine() -> None:
             cfg.nri.plugin_config_path) == (True, "/var/run/nri/nri.sock", "/opt/nri/plugins",
                                             "/etc/nri/conf.d")
     assert (cfg.nri.plugin_registration_timeout, cfg.nri.plugin_request_timeout) == (5.0, 2.0)
+    # CDI specs where device drivers write them (static, then run-time ones overriding).
+    assert cfg.cdi.spec_dirs == ["/etc/cdi", "/var/run/cdi"]
 
 
 def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
@@ -81,6 +83,8 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.nri]\nenable = "yes"\n', "pycri.nri.enable"),
         ('[pycri.nri]\nsocket_path = "nri.sock"\n', "pycri.nri.socket_path"),
         ('[pycri.nri]\nplugin_request_timeout = 0\n', "pycri.nri.plugin_request_timeout"),
+        ('[pycri.cdi]\nspec_dirs = ["/etc/cdi", "cdi"]\n', "pycri.cdi.spec_dirs"),
+        ('[pycri.cdi]\nspec_dirs = "/etc/cdi"\n', "pycri.cdi.spec_dirs"),
         ('[other]\nx = 1\n', "other"),
     ],
 )
