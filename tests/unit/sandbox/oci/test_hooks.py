@@ -1,0 +1,264 @@
+"""OCI hook files (oci-hooks(5), schema 1.0.0): parsing, when-matching, directory masking,
+injection next to hooks already in the spec, invalid files skipped with one warning."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.oci.hooks import STAGES, Hook, HookDirs, HookError, inject, matching, parse
+
+SH = "/bin/sh"  # a hook path that exists
+
+
+def hook_json(**over: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"version": "1.0.0", "hook": {"path": SH},
+                            "when": {"always": True}, "stages": ["prestart"]}
+    data.update(over)
+    return data
+
+
+def parsed(**over: Any) -> Hook:
+    return parse("h.json", Path("/x/h.json"), json.dumps(hook_json(**over)).encode())
+
+
+def spec(args: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"process": {"args": args or ["/bin/app", "--x"]}, **extra}
+
+
+def matches(hook: Hook, annotations: dict[str, str] | None = None,
+            args: list[str] | None = None, binds: bool = False) -> bool:
+    return bool(matching([hook], spec(args), annotations or {}, binds))
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+def test_a_full_hook_file_parses_to_its_runtime_spec_entry() -> None:
+    h = parsed(hook={"path": SH, "args": ["sh", "-c", "true"], "env": ["A=1"], "timeout": 5,
+                     "unknown": "ignored"},
+               stages=list(STAGES))
+    assert h.entry == {"path": SH, "args": ["sh", "-c", "true"], "env": ["A=1"], "timeout": 5}
+    assert h.stages == STAGES
+    assert h.name == "h.json"
+
+
+@pytest.mark.parametrize(("over", "reason"), [
+    ({"version": "0.1.0"}, "version '0.1.0' is not supported"),
+    ({"version": None}, "version None is not supported"),
+    ({"hook": {}}, "hook.path is missing"),
+    ({"hook": "/bin/sh"}, "hook must be an object"),
+    ({"hook": {"path": "bin/sh"}}, "must be absolute"),
+    ({"hook": {"path": "/no/such/hook"}}, "/no/such/hook does not exist"),
+    ({"hook": {"path": SH, "args": "sh"}}, "hook.args must be a list of strings"),
+    ({"hook": {"path": SH, "env": [1]}}, "hook.env must be a list of strings"),
+    ({"hook": {"path": SH, "timeout": 0}}, "hook.timeout must be a positive"),
+    ({"hook": {"path": SH, "timeout": True}}, "hook.timeout must be a positive"),
+    ({"stages": []}, "stages is empty"),
+    ({"stages": None}, "stages must be a list of strings"),
+    ({"stages": ["prestart", "precreate"]}, "unknown stage 'precreate'"),
+    ({"when": None}, "when is missing"),
+    ({"when": {}}, "when sets no condition"),
+    ({"when": {"annotation": {"a": "b"}}}, "when sets no condition"),  # a typo of annotations
+    ({"when": {"always": "yes"}}, "when.always must be true or false"),
+    ({"when": {"hasBindMounts": 1}}, "when.hasBindMounts must be true or false"),
+    ({"when": {"commands": "sh"}}, "when.commands must be a list of strings"),
+    ({"when": {"commands": ["("]}}, "when.commands entry '(' is not a valid regular"),
+    ({"when": {"annotations": {"[": "a"}}}, "when.annotations key '[' is not a valid"),
+    ({"when": {"annotations": {"a": "("}}}, "when.annotations['a'] '(' is not a valid"),
+    ({"when": {"annotations": ["a"]}}, "when.annotations must be an object"),
+])
+def test_invalid_hook_files_say_why(over: dict[str, Any], reason: str) -> None:
+    with pytest.raises(HookError) as err:
+        parsed(**over)
+    assert reason in str(err.value)
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"{", "not JSON"), (b"[1]", "not a JSON object"), (b"\xff", "not JSON")])
+def test_files_that_are_not_json_objects_are_invalid(raw: bytes, reason: str) -> None:
+    with pytest.raises(HookError, match=reason):
+        parse("h.json", Path("/x/h.json"), raw)
+
+
+# --- when --------------------------------------------------------------------------------------
+
+def test_always_matches_every_container_and_false_none() -> None:
+    assert matches(parsed(when={"always": True}))
+    assert not matches(parsed(when={"always": False}))
+
+
+def test_commands_are_searched_in_args0_only() -> None:
+    h = parsed(when={"commands": [".*/init$", "^/usr/bin/systemd$"]})
+    assert matches(h, args=["/sbin/init"])
+    assert matches(h, args=["/usr/bin/systemd", "--system"])
+    assert not matches(h, args=["/bin/sh", "/sbin/init"])  # not args[1]
+    assert not matches(h, args=["/sbin/init.sh"])
+    # Not anchored unless the pattern says so (Go's MatchString in the reference reader).
+    assert matches(parsed(when={"commands": ["sleep"]}), args=["/bin/sleep"])
+
+
+def test_annotations_need_a_key_and_its_value_to_match_for_every_pair() -> None:
+    h = parsed(when={"annotations": {r"^com\.example\.department$": ".*fluid-dynamics$",
+                                     "^gpu$": "^(yes|true)$"}})
+    good = {"com.example.department": "r&d fluid-dynamics", "gpu": "true", "other": "x"}
+    assert matches(h, good)
+    assert not matches(h, {**good, "gpu": "no"})
+    assert not matches(h, {"com.example.department": "fluid-dynamics-lab", "gpu": "yes"})
+    # The key and its value must match in the same annotation.
+    assert not matches(h, {"com.example.departments": "fluid-dynamics", "gpu": "yes"})
+    assert not matches(h, {})
+
+
+def test_has_bind_mounts_needs_bind_mounts_and_true() -> None:
+    h = parsed(when={"hasBindMounts": True})
+    assert matches(h, binds=True)
+    assert not matches(h, binds=False)
+    assert not matches(parsed(when={"hasBindMounts": False}), binds=False)
+
+
+def test_every_condition_set_must_hold() -> None:
+    h = parsed(when={"always": True, "hasBindMounts": True, "commands": ["sh$"],
+                     "annotations": {"^a$": "^1$"}})
+    assert matches(h, {"a": "1"}, ["/bin/sh"], binds=True)
+    assert not matches(h, {"a": "1"}, ["/bin/sh"], binds=False)
+    assert not matches(h, {"a": "2"}, ["/bin/sh"], binds=True)
+    assert not matches(h, {"a": "1"}, ["/bin/ls"], binds=True)
+    assert not matches(parsed(when={"always": False, "commands": ["sh$"]}), args=["/bin/sh"])
+
+
+def test_a_spec_without_args_matches_no_command() -> None:
+    h = parsed(when={"commands": [".*"]})
+    assert not matching([h], {"process": {"args": []}}, {}, False)
+    assert not matching([h], {}, {}, False)
+
+
+# --- injection ---------------------------------------------------------------------------------
+
+def test_hooks_are_appended_after_entries_already_in_the_spec() -> None:
+    cdi = {"path": "/usr/bin/cdi-hook", "args": ["cdi-hook", "x"]}
+    s = spec(hooks={"createContainer": [cdi]})
+    a = parse("a.json", Path("/x/a.json"), json.dumps(hook_json(
+        hook={"path": SH, "args": ["sh", "a"]}, stages=["createContainer", "poststop"])).encode())
+    b = parse("b.json", Path("/x/b.json"), json.dumps(hook_json(
+        hook={"path": SH, "args": ["sh", "b"]}, stages=["createContainer"])).encode())
+    inject(s, [a, b])
+    assert s["hooks"]["createContainer"] == [cdi, {"path": SH, "args": ["sh", "a"]},
+                                             {"path": SH, "args": ["sh", "b"]}]
+    assert s["hooks"]["poststop"] == [{"path": SH, "args": ["sh", "a"]}]
+    # Each spec gets its own copy: editing one container's spec changes no other.
+    s["hooks"]["poststop"][0]["args"].append("changed")
+    assert a.entry["args"] == ["sh", "a"]
+
+
+# --- directories -------------------------------------------------------------------------------
+
+def write(d: Path, name: str, **over: Any) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / name
+    path.write_text(json.dumps(hook_json(**over)))
+    return path
+
+
+def args_of(dirs: HookDirs) -> list[tuple[str, list[str]]]:
+    return [(h.name, h.entry.get("args", [])) for h in dirs.hooks()]
+
+
+def test_a_later_directory_masks_a_file_of_the_same_name(tmp_path: Path) -> None:
+    usr, etc = tmp_path / "usr", tmp_path / "etc"
+    write(usr, "10-x.json", hook={"path": SH, "args": ["vendor"]})
+    write(usr, "20-y.json", hook={"path": SH, "args": ["vendor-y"]})
+    write(etc, "10-x.json", hook={"path": SH, "args": ["admin"]})
+    dirs = HookDirs([str(usr), str(etc), str(tmp_path / "missing")])
+    assert args_of(dirs) == [("10-x.json", ["admin"]), ("20-y.json", ["vendor-y"])]
+    # Removing the override brings the vendor's file back.
+    (etc / "10-x.json").unlink()
+    assert args_of(dirs) == [("10-x.json", ["vendor"]), ("20-y.json", ["vendor-y"])]
+
+
+def test_an_invalid_override_masks_too(tmp_path: Path) -> None:
+    usr, etc = tmp_path / "usr", tmp_path / "etc"
+    write(usr, "x.json")
+    write(etc, "x.json", version="2.0.0")
+    assert HookDirs([str(usr), str(etc)]).hooks() == []
+
+
+def test_order_is_the_lower_cased_file_name(tmp_path: Path) -> None:
+    for name in ("02-b.json", "01-UPPER.json", "01-lower.json", "notes.txt"):
+        write(tmp_path, name)
+    assert [h.name for h in HookDirs([str(tmp_path)]).hooks()] == \
+        ["01-lower.json", "01-UPPER.json", "02-b.json"]
+
+
+def test_changed_added_and_removed_files_are_seen(tmp_path: Path) -> None:
+    dirs = HookDirs([str(tmp_path)])
+    assert dirs.hooks() == []
+    path = write(tmp_path, "a.json", hook={"path": SH, "args": ["one"]})
+    assert args_of(dirs) == [("a.json", ["one"])]
+    path.write_text(json.dumps(hook_json(hook={"path": SH, "args": ["two", "2"]})))
+    assert args_of(dirs) == [("a.json", ["two", "2"])]
+    path.unlink()
+    assert dirs.hooks() == []
+
+
+def test_invalid_files_are_warned_about_once_and_skipped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path, "good.json")
+    bad = write(tmp_path, "bad.json", stages=["prestart", "later"])
+    (tmp_path / "broken.json").write_text("{")
+    (tmp_path / "dir.json").mkdir()
+    dirs = HookDirs([str(tmp_path)])
+    with caplog.at_level(logging.WARNING, logger="sandbox.oci.hooks"):
+        for _ in range(3):
+            assert [h.name for h in dirs.hooks()] == ["good.json"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 3, warnings
+    assert any(str(bad) in w and "unknown stage 'later'" in w for w in warnings)
+    assert any(str(tmp_path / "broken.json") in w and "not JSON" in w for w in warnings)
+    assert any(str(tmp_path / "dir.json") in w and "not a regular file" in w for w in warnings)
+    # A new version of a bad file is warned about again.
+    caplog.clear()
+    bad.write_text(json.dumps(hook_json(stages=["nowhen"])))
+    with caplog.at_level(logging.WARNING, logger="sandbox.oci.hooks"):
+        dirs.hooks()
+        dirs.hooks()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"OCI hook file {bad} skipped: unknown stage 'nowhen' "
+        "(stages: prestart, createRuntime, createContainer, startContainer, poststart, "
+        "poststop)"]
+
+
+def test_a_hook_whose_binary_appears_later_is_taken_without_touching_its_file(
+        tmp_path: Path) -> None:
+    binary = tmp_path / "bin" / "hook"
+    write(tmp_path / "d", "late.json", hook={"path": str(binary)})
+    dirs = HookDirs([str(tmp_path / "d")])
+    assert dirs.hooks() == []
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    assert [h.name for h in dirs.hooks()] == ["late.json"]
+
+
+def test_an_unreadable_file_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path, "good.json")
+    (tmp_path / "loop.json").symlink_to("loop.json")
+    (tmp_path / "dangling.json").symlink_to("nowhere")
+    with caplog.at_level(logging.WARNING, logger="sandbox.oci.hooks"):
+        assert [h.name for h in HookDirs([str(tmp_path)]).hooks()] == ["good.json"]
+    assert f"{tmp_path / 'loop.json'} skipped: cannot read it" in caplog.text
+    assert f"{tmp_path / 'dangling.json'} skipped: cannot read it" in caplog.text
+
+
+def test_a_hooks_dir_that_is_a_file_is_warned_about_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "file").write_text("")
+    dirs = HookDirs([str(tmp_path / "file")])
+    with caplog.at_level(logging.WARNING, logger="sandbox.oci.hooks"):
+        assert dirs.hooks() == []
+        assert dirs.hooks() == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"OCI hooks directory {tmp_path / 'file'} skipped: cannot list it: Not a directory"]
