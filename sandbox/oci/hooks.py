@@ -18,7 +18,8 @@ Rules, as oci-hooks(5) and its reference reader have them:
   host); each ``annotations`` pair needs one annotation whose key matches KEY-RE and whose value
   matches VALUE-RE; ``commands`` needs ``process.args[0]`` to match one of them.
 - Patterns are searched for, not anchored (Go's regexp.MatchString in the reference reader), in
-  Python's ``re`` syntax, which agrees with POSIX EREs and RE2 on what hook files use.
+  Python's ``re`` syntax, which agrees with POSIX EREs and RE2 on what hook files use; POSIX
+  bracket classes such as ``[[:digit:]]`` are translated.
 - The hook's path must exist when the file is read (the reference reader stats it too).
 
 A file that breaks a rule is skipped with a warning naming it and why, once per version of it;
@@ -32,6 +33,7 @@ import json
 import logging
 import os
 import re
+import string
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -90,11 +92,49 @@ def _strings(value: Any, what: str) -> list[str]:
     return list(value)
 
 
+# POSIX bracket classes, which oci-hooks(5) patterns may use (they are EREs; RE2 has them
+# too), in Python's spelling. Only inside a bracket expression: "[[:digit:]]" is "[0-9]".
+_POSIX_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "0-9a-zA-Z", "upper": "A-Z", "lower": "a-z",
+    "xdigit": "0-9A-Fa-f", "space": r" \t\n\r\f\v", "blank": r" \t", "word": r"\w",
+    "punct": re.escape(string.punctuation), "cntrl": r"\x00-\x1f\x7f", "print": r"\x20-\x7e",
+    "graph": r"\x21-\x7e",
+}
+_CLASS_NAME = re.compile(r"\[:([a-z]+):\]")
+
+
+def _posix_classes(pattern: str) -> str:
+    out, i, in_set = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_set and (m := _CLASS_NAME.match(pattern, i)) and m[1] in _POSIX_CLASSES:
+            out.append(_POSIX_CLASSES[m[1]])
+            i = m.end()
+            continue
+        if not in_set and c == "[":
+            in_set = True
+            start = i + 1 + (pattern.startswith("^", i + 1))
+            if pattern.startswith("]", start):  # a "]" first is a member, not the end
+                start += 1
+            out.append(pattern[i:start])
+            i = start
+            continue
+        if in_set and c == "]":
+            in_set = False
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def _pattern(text: Any, what: str) -> re.Pattern[str]:
     if not isinstance(text, str):
         raise HookError(f"{what} must be a string")
     try:
-        return re.compile(text)
+        return re.compile(_posix_classes(text))
     except re.error as exc:
         raise HookError(f"{what} {text!r} is not a valid regular expression: {exc}") from None
 

@@ -113,6 +113,19 @@ def test_annotations_need_a_key_and_its_value_to_match_for_every_pair() -> None:
     assert not matches(h, {})
 
 
+def test_posix_bracket_classes_work_as_in_an_ere() -> None:
+    h = parsed(when={"commands": [r"^/opt/app-[[:digit:]]+[[:space:]]?$", "[]x]y", "[^]x]z"]})
+    assert matches(h, args=["/opt/app-42"])
+    assert not matches(h, args=["/opt/app-4a"])
+    assert matches(h, args=["]y"]) and matches(h, args=["az"]) and not matches(h, args=["]z"])
+    alnum = parsed(when={"annotations": {"^[[:alpha:]][[:alnum:]_.-]*$": "^[[:upper:]]+$"}})
+    assert matches(alnum, {"a.b": "YES"})
+    assert not matches(alnum, {"1ab": "YES"}) and not matches(alnum, {"ab": "Yes"})
+    # Outside brackets it is no class: "[:digit:]" alone is the set of ":digt".
+    assert matches(parsed(when={"commands": ["^[:digit:]$"]}), args=["t"])
+    assert not matches(parsed(when={"commands": [r"^\[:digit:]$"]}), args=["7"])
+
+
 def test_has_bind_mounts_needs_bind_mounts_and_true() -> None:
     h = parsed(when={"hasBindMounts": True})
     assert matches(h, binds=True)
