@@ -32,7 +32,7 @@ from sandbox.cgroups.systemd import DBusSystemd
 from sandbox.errors import CgroupError
 from sandbox.masquerade import MasqueradeError
 from sandbox.oci.exits import ExitWatcher
-from sandbox.oci.hooks import HookDirs
+from sandbox.oci.hook_dirs import HookDirs
 from sandbox.oci.runtime import OCIRuntime
 
 if TYPE_CHECKING:

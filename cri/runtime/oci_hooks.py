@@ -12,7 +12,8 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from cri.api import api_pb2
-from sandbox.oci.hooks import HookDirs, inject, matching
+from sandbox.oci.hook_dirs import HookDirs
+from sandbox.oci.hooks import inject, matching
 from sandbox.oci.spec import Spec
 
 log = logging.getLogger(__name__)

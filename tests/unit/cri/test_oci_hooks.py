@@ -9,7 +9,7 @@ from typing import Any
 
 from cri.api import api_pb2
 from cri.runtime.oci_hooks import add_hooks
-from sandbox.oci.hooks import HookDirs
+from sandbox.oci.hook_dirs import HookDirs
 
 
 def hooks_dir(tmp_path: Path, **whens: dict[str, Any]) -> HookDirs:
