@@ -138,6 +138,15 @@ class RuntimeConfig:
     pids_limit: int = _opt(
         0, "Most processes (and threads) one container may have; 0 leaves it to the pod cgroup."
     )
+    hooks_dir: list[str] = _opt_list(
+        ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"],
+        "Directories of OCI hook files (oci-hooks(5): *.json of schema 1.0.0, as CRI-O and "
+        "Podman read them), in order: a file masks the one of the same name in an earlier "
+        "directory. Every container whose OCI spec matches a hook's \"when\" gets it in the "
+        "hook's stages (pod infra containers get none, as with CRI-O). Missing directories "
+        "are skipped; files are read again when they change; an invalid file is logged and "
+        "skipped.",
+    )
     apparmor_profile: str = _opt(
         "pycri-default",
         "AppArmor profile of containers that ask for RuntimeDefault (or for nothing), where the "
@@ -448,6 +457,9 @@ def validate(cfg: PycriConfig) -> None:
         check_apparmor_name(cfg.runtime.apparmor_profile)
     except ValueError as exc:
         raise ConfigError(f"pycri.runtime.apparmor_profile: {exc}") from None
+    for d in cfg.runtime.hooks_dir:
+        if not os.path.isabs(d):
+            raise ConfigError(f"pycri.runtime.hooks_dir: {d!r} must be an absolute path")
     if cfg.runtime.pids_limit < 0:
         raise ConfigError("pycri.runtime.pids_limit: must not be negative (0 = no limit)")
     if cfg.network.plugin_timeout <= 0:

@@ -3,8 +3,8 @@ registering its undo first (the same discipline as RunPodSandbox).
 
 Order: checks (CDI devices resolved among them) -> state dir -> image layers pinned -> rootfs
 overlay (writable upper) -> image volumes -> user resolved inside the rootfs -> spec (CDI edits
-last) -> NRI CreateContainer (adjustments) -> bundle -> conmon + `runc create` -> CREATED ->
-NRI PostCreateContainer.
+last) -> NRI CreateContainer (adjustments) -> OCI hooks -> bundle -> conmon + `runc create` ->
+CREATED -> NRI PostCreateContainer.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from cri.image.rootfs import mount_rootfs, unmount
 from cri.image.store import ImageRecord
 from cri.nri import views
 from cri.nri.api import api_pb2 as nri
-from cri.runtime import apparmor_profile, cdi_devices, container_spec, nri_events
+from cri.runtime import apparmor_profile, cdi_devices, container_spec, nri_events, oci_hooks
 from cri.runtime.container_exit import publish
 from cri.runtime.daemon import Runtime
 from cri.runtime.podspec import check_user_namespace
@@ -223,11 +223,13 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
 
         def write_bundle() -> Container:
             """The missing host paths of bind mounts (every check of the request has passed by
-            now), the working dir, meta.json, the bundle and the log dir."""
+            now), the working dir, OCI hooks (on the spec NRI plugins adjusted), meta.json, the
+            bundle and the log dir."""
             for path in container_spec.missing_host_paths(config.mounts):
                 path.mkdir(mode=0o755, parents=True, exist_ok=True)
                 log.info("container %s: created the missing host path %s of a mount", name, path)
             _make_workdir(ctr.rootfs, spec["process"]["cwd"])
+            oci_hooks.add_hooks(rt.oci_hooks, spec, pod.config.annotations, config.mounts, name)
             done = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
                                            cgroup_path, stop_signal, ident, pid_mode,
                                            image_mount_ids), config)

@@ -33,6 +33,7 @@ from sandbox.cgroups.systemd import DBusSystemd
 from sandbox.errors import CgroupError
 from sandbox.masquerade import MasqueradeError
 from sandbox.oci.exits import ExitWatcher
+from sandbox.oci.hook_dirs import HookDirs
 from sandbox.oci.runtime import OCIRuntime
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ class Runtime:
             )
 
         self.handlers = Handlers(config, make_oci)
+        # OCI hook files, read at each CreateContainer (again only where they changed).
+        self.oci_hooks = HookDirs(config.runtime.hooks_dir)
         self.network = PodNetwork(config)
         self.cdi = CDIRegistry(config.cdi.spec_dirs)  # read at the first container asking
         self.apparmor = AppArmor(SystemHost(timeout=config.runtime.runtime_timeout),

@@ -74,6 +74,9 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.network]\nplugin_dirs = "/x"\n', "pycri.network.plugin_dirs"),
         ('[pycri.runtime]\ndefault_sysctls = ["novalue"]\n', "pycri.runtime.default_sysctls"),
         ('[pycri.runtime]\npids_limit = -1\n', "pycri.runtime.pids_limit"),
+        ('[pycri.runtime]\nhooks_dir = ["hooks.d"]\n', "pycri.runtime.hooks_dir"),
+        ('[pycri.runtime]\nhooks_dir = "/etc/containers/oci/hooks.d"\n',
+         "pycri.runtime.hooks_dir"),
         ('[pycri.runtime]\nconmon_cgroup = "conmon"\n', "pycri.runtime.conmon_cgroup"),
         ('[pycri.runtime]\napparmor_profile = ""\n', "pycri.runtime.apparmor_profile"),
         ('[pycri.runtime]\napparmor_profile = "my profile"\n', "pycri.runtime.apparmor_profile"),
@@ -121,3 +124,13 @@ def test_cli_config_prints_effective_config(tmp_path: Path,
     assert cli.main(["config"]) == 0
     assert tomllib.loads(capsys.readouterr().out)["pycri"]["api"]["listen"] == (
         "/run/pycri/pycri.sock")
+
+
+def test_pycri_config_documents_hooks_dir_with_its_default(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert tomllib.loads(out)["pycri"]["runtime"]["hooks_dir"] == [
+        "/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"]
+    doc = out[:out.index("\nhooks_dir = ")].rsplit("\n", 1)[1]
+    assert "oci-hooks(5)" in doc and "masks" in doc, doc
