@@ -1,5 +1,9 @@
 """A process's cgroup and the limits the kernel holds for it, read back from the cgroup files.
 
+Limits nest: a container cgroup without a memory limit is still held to its pod's. ``limits``
+are the cgroup's own files, ``effective`` the tightest of the cgroup and its ancestors (a
+Burstable container's "max" under a pod cgroup that caps the pod).
+
 ``/proc/PID/cgroup`` names the cgroup per hierarchy (``ID:controllers:path``; v2 has the single
 line ``0::path``), so this works for the cgroupfs and the systemd driver alike: either way the
 path is where the files are. v1 spreads the limits over the memory, cpu and pids hierarchies;
@@ -8,6 +12,8 @@ v2 keeps them in one directory. Values the kernel reports as unlimited are "max"
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,8 @@ _V1_UNLIMITED_FLOOR = 1 << 62
 
 Limit = int | str | None  # bytes or a count, "max", or None when the host has no such file
 KEYS = ("memory", "swap", "cpu_quota", "cpu_period", "cpu_weight", "cpu_shares", "pids")
+# What nests as a ceiling (weights and shares are relative among siblings: nothing to combine).
+EFFECTIVE_KEYS = ("memory", "swap", "cpu_quota", "cpu_period", "pids")
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class CgroupInfo:
     path: str  # v2: the cgroup; v1: the memory hierarchy's (the others match under pycri)
     paths: dict[str, str]  # v1: controller -> path of each hierarchy the limits come from
     limits: dict[str, Limit]  # every key of KEYS
+    effective: dict[str, Limit]  # every key of EFFECTIVE_KEYS
 
 
 def parse_proc_cgroup(text: str) -> dict[str, str]:
@@ -57,20 +66,54 @@ def limits_of(paths: dict[str, str], *, root: Path = DEFAULT_ROOT) -> CgroupInfo
     try:
         layout = detect(root)
     except CgroupError:
-        return CgroupInfo(0, paths.get("", ""), {}, dict.fromkeys(KEYS))
+        return CgroupInfo(0, paths.get("", ""), {}, dict.fromkeys(KEYS),
+                          dict.fromkeys(EFFECTIVE_KEYS))
     if isinstance(layout, V2Layout):
         path = paths.get("", "")
-        return CgroupInfo(2, path, {}, _v2(layout.root / path.lstrip("/")))
+        levels = [_v2(d) for d in _ancestors(layout.root, path)]
+        return CgroupInfo(2, path, {}, levels[0], _tightest(levels))
 
-    def where(controller: str) -> Path | None:
+    def where(controller: str) -> list[Path]:
         base = layout.dir_of(controller)
         if base is None or controller not in paths:
-            return None
-        return base / paths[controller].lstrip("/")
+            return []
+        return list(_ancestors(base, paths[controller]))
 
     used: dict[str, str] = {c: paths[c] for c in ("memory", "cpu", "pids") if c in paths}
     path = paths.get("memory") or next(iter(used.values()), paths.get("", ""))
-    return CgroupInfo(1, path, used, _v1(where("memory"), where("cpu"), where("pids")))
+    levels = [_v1(m, c, p) for m, c, p in
+              itertools.zip_longest(where("memory"), where("cpu"), where("pids"))]
+    if not levels:
+        levels = [_v1(None, None, None)]
+    return CgroupInfo(1, path, used, levels[0], _tightest(levels))
+
+
+def _ancestors(base: Path, path: str) -> Iterator[Path]:
+    """The cgroup's directory, then each parent's up to (not including) the hierarchy root,
+    where no limit can be set."""
+    parts = [p for p in path.split("/") if p]
+    for depth in range(len(parts), 0, -1):
+        yield base.joinpath(*parts[:depth])
+    if not parts:
+        yield base
+
+
+def _tightest(levels: list[dict[str, Limit]]) -> dict[str, Limit]:
+    out: dict[str, Limit] = {}
+    for key in ("memory", "swap", "pids"):
+        values = [lv[key] for lv in levels if lv[key] is not None]
+        numbers = [v for v in values if isinstance(v, int)]
+        out[key] = min(numbers) if numbers else ("max" if values else None)
+    # CPU bandwidth is a share of a period: the smallest quota/period ratio wins.
+    quotas = [(lv["cpu_quota"], lv["cpu_period"]) for lv in levels
+              if isinstance(lv["cpu_quota"], int) and isinstance(lv["cpu_period"], int)
+              and lv["cpu_period"] > 0]
+    if quotas:
+        out["cpu_quota"], out["cpu_period"] = min(quotas, key=lambda qp: qp[0] / qp[1])
+    else:
+        out["cpu_quota"] = levels[0]["cpu_quota"]
+        out["cpu_period"] = levels[0]["cpu_period"]
+    return out
 
 
 def _read(path: Path | None) -> str | None:

@@ -4,12 +4,15 @@ of cgroup limits, a row per process. ``--json`` prints the report itself."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from cri.inspect.namespaces import TYPES
 
 _UNITS = (("Ei", 1 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20),
           ("Ki", 1 << 10))
+LIMITS_LEGEND = ("*: an ancestor cgroup (the pod's, a QoS class's) holds it below its own "
+                 "limit; --json has both")
 LEGEND = ("shared: the infra's namespace; host: the node's (this command's); a number: a "
           "namespace of the process's own (its inode)")
 
@@ -56,11 +59,19 @@ def _ns_cell(entry: dict[str, Any] | None) -> str:
 def _limits_cells(cgroup: dict[str, Any] | None) -> list[str]:
     if cgroup is None:
         return ["-"] * 6
-    lim = cgroup["limits"]
-    quota = f"{_plain(lim['cpu_quota'])}/{_plain(lim['cpu_period'])}"
+    lim, eff = cgroup["limits"], cgroup["effective"]
+
+    def cell(keys: tuple[str, ...], show: Callable[[dict[str, Any]], str]) -> str:
+        # The effective value, starred where an ancestor holds the cgroup below its own.
+        inherited = any(eff[k] != lim[k] for k in keys)
+        return show(eff) + ("*" if inherited else "")
+
     weight = lim["cpu_weight"] if lim["cpu_weight"] is not None else lim["cpu_shares"]
-    return [size(lim["memory"]), size(lim["swap"]), quota, _plain(weight), _plain(lim["pids"]),
-            str(cgroup["path"])]
+    return [cell(("memory",), lambda v: size(v["memory"])),
+            cell(("swap",), lambda v: size(v["swap"])),
+            cell(("cpu_quota", "cpu_period"),
+                 lambda v: f"{_plain(v['cpu_quota'])}/{_plain(v['cpu_period'])}"),
+            _plain(weight), cell(("pids",), lambda v: _plain(v["pids"])), str(cgroup["path"])]
 
 
 def _network(pod: dict[str, Any]) -> list[str]:
@@ -93,5 +104,5 @@ def human(report: dict[str, Any]) -> str:
     cg_rows = [["PROCESS", "MEMORY", "SWAP", "CPU QUOTA/PERIOD",
                 "CPU SHARES" if v1 else "CPU WEIGHT", "PIDS", "CGROUP"]]
     cg_rows += [[_label(p), *_limits_cells(p["cgroup"])] for p in procs]
-    out += table(cg_rows)
+    out += [*table(cg_rows), LIMITS_LEGEND]
     return "\n".join(line.rstrip() for line in out) + "\n"

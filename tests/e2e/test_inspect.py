@@ -22,6 +22,7 @@ from tests.e2e.helpers import REPO, Daemon, pod_config
 pytestmark = pytest.mark.e2e
 NS = api_pb2.NamespaceMode
 MEMORY = 64 << 20
+POD_MEMORY = 256 << 20
 QUOTA, PERIOD, SHARES = 50000, 100000, 512
 
 
@@ -47,6 +48,7 @@ def shared_pid_pod(daemon: Daemon, image: str, tmp_path: Path) -> Iterator[Pod]:
     """A pod whose infra owns a PID namespace its containers may join (shareProcessNamespace)."""
     cfg = pod_config()
     cfg.linux.security_context.namespace_options.pid = NS.POD
+    cfg.linux.resources.memory_limit_in_bytes = POD_MEMORY  # the pod cgroup's own
     pod = start_pod(daemon, tmp_path, cfg)
     try:
         yield pod
@@ -110,8 +112,11 @@ def test_inspect_pod_namespaces_limits_and_network(daemon: Daemon, shared_pid_po
     else:
         assert lim["cpu_shares"] == SHARES
     assert lim["pids"] == "max"
-    assert procs["shared-pid"]["cgroup"]["limits"]["memory"] == "max"
-    assert procs["shared-pid"]["cgroup"]["limits"]["cpu_quota"] == "max"
+    assert procs["own-pid"]["cgroup"]["effective"]["memory"] == MEMORY
+    unset = procs["shared-pid"]["cgroup"]
+    assert unset["limits"]["memory"] == "max" and unset["limits"]["cpu_quota"] == "max"
+    # ... but the pod cgroup holds it to the pod's limit.
+    assert unset["effective"]["memory"] == POD_MEMORY
 
     # The exited container is reported as such, not as an error.
     assert procs["done"]["running"] is False

@@ -93,3 +93,31 @@ def test_a_gone_process_or_cgroup_has_no_limits(tmp_path: Path) -> None:
     fake_process(tmp_path / "proc", 42, {}, cgroup="0::/removed\n")
     info = read(42, root=tmp_path / "cg", proc=tmp_path / "proc")
     assert info is not None and info.limits == dict.fromkeys(KEYS)
+
+
+def test_effective_limits_are_the_tightest_of_the_cgroup_and_its_ancestors_v2(
+        tmp_path: Path) -> None:
+    v2_tree(tmp_path, "/kubepods", {"memory.max": str(8 << 30), "pids.max": "max",
+                                    "cpu.max": "max 100000"})
+    v2_tree(tmp_path, "/kubepods/pod1", {"memory.max": str(128 << 20), "pids.max": "50",
+                                         "cpu.max": "20000 50000", "memory.swap.max": "0"})
+    v2_tree(tmp_path, CTR, {"memory.max": "max", "pids.max": "max", "cpu.max": "50000 100000",
+                            "memory.swap.max": "max"})
+    info = limits_of({"": CTR}, root=tmp_path)
+    assert (info.limits["memory"], info.limits["pids"]) == ("max", "max")
+    # 20000/50000 (0.4 CPU) is tighter than 50000/100000 (0.5).
+    assert info.effective == {"memory": 128 << 20, "swap": 0, "cpu_quota": 20000,
+                              "cpu_period": 50000, "pids": 50}
+
+
+def test_effective_limits_v1_walk_each_hierarchy(tmp_path: Path) -> None:
+    v1_tree(tmp_path, {"memory": {"memory.limit_in_bytes": V1_UNLIMITED},
+                       "cpu,cpuacct": {"cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000"},
+                       "pids": {"pids.max": "max"}})
+    write_files(tmp_path / "memory" / "kubepods" / "pod1",
+                {"memory.limit_in_bytes": str(1 << 30),
+                 "memory.memsw.limit_in_bytes": str(1 << 30)})
+    info = limits_of(parse_proc_cgroup(HYBRID), root=tmp_path)
+    assert info.limits["memory"] == "max"
+    assert info.effective == {"memory": 1 << 30, "swap": 0, "cpu_quota": "max",
+                              "cpu_period": 100000, "pids": "max"}

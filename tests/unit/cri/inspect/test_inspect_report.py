@@ -97,6 +97,15 @@ def test_human_output_is_aligned_tables(paths: report.Paths) -> None:
     assert "CPU WEIGHT" in text and "CPU SHARES" not in text
 
 
+def test_a_limit_an_ancestor_holds_lower_is_shown_starred(paths: report.Paths) -> None:
+    write_files(paths.cgroup_root / "pods", {"memory.max": str(32 << 20), "pids.max": "10"})
+    data = build(paths, APP)
+    app = data["processes"][1]["cgroup"]
+    assert app["limits"]["memory"] == 64 << 20 and app["effective"]["memory"] == 32 << 20
+    row = [line for line in render.human(data).splitlines() if line.startswith("app ")][1]
+    assert row.split()[2:7] == ["32Mi*", "0", "50000/100000", "20", "10*"]
+
+
 def test_json_is_the_report(paths: report.Paths) -> None:
     data = build(paths, POD)
     assert json.loads(render.to_json(data)) == data
