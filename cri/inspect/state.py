@@ -7,9 +7,10 @@ inspection must not, so this reads the same files (see cri/store) and skips what
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -54,58 +55,56 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _committed(d: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """meta.json and status.json of a record dir; None for one whose creation never finished
-    (no status.json, the daemon's commit marker) or that is being removed."""
-    meta = _read_json(d / "meta.json")
-    status = _read_json(d / "status.json")
-    if meta is None or status is None:
-        return None
-    return meta, status
+R = TypeVar("R")
+# A record from a dir's meta.json, status.json and config.pb (raising what a bad file raises).
+Maker = Callable[[dict[str, Any], dict[str, Any], bytes], R]
+
+
+def _load(top: Path, make: Maker[R]) -> dict[str, R]:
+    """The records of every committed dir under ``top``, by id. A dir with no status.json (the
+    daemon's commit marker) is a creation that never finished, or a removal under way; one with
+    a file that does not parse is skipped the same way."""
+    out: dict[str, R] = {}
+    for d in sorted(top.iterdir()) if top.is_dir() else []:
+        meta = _read_json(d / "meta.json")
+        status = _read_json(d / "status.json")
+        if meta is None or status is None:
+            continue
+        try:
+            out[str(meta["id"])] = make(meta, status, (d / "config.pb").read_bytes())
+        except (OSError, DecodeError, KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _pod(meta: dict[str, Any], status: dict[str, Any], config: bytes) -> PodRecord:
+    md = api_pb2.PodSandboxConfig.FromString(config).metadata
+    return PodRecord(
+        id=meta["id"], namespace=md.namespace, name=md.name,
+        state=str(status.get("state", "")), pid=int(status.get("pid", 0)),
+        ips=[str(ip) for ip in status.get("ips", [])],
+        netns_path=str(meta.get("netns_path", "")),
+        cgroup_parent=str(meta.get("cgroup_parent", "")),
+        infra_id=str(meta.get("infra_id", "")), handler=str(meta.get("handler", "runc")))
+
+
+def _container(meta: dict[str, Any], status: dict[str, Any], config: bytes) -> ContainerRecord:
+    # The name the client gave (meta.json holds the k8s_..._attempt one).
+    md = api_pb2.ContainerConfig.FromString(config).metadata
+    return ContainerRecord(
+        id=meta["id"], name=md.name or str(meta["name"]), pod_id=str(meta["pod_id"]),
+        state=str(status.get("state", "")), pid=int(status.get("pid", 0)),
+        cgroup_path=str(meta.get("cgroup_path", "")),
+        pid_namespace=str(meta.get("pid_namespace", "")),
+        handler=str(meta.get("handler", "runc")))
 
 
 def load_pods(root: Path) -> dict[str, PodRecord]:
-    pods: dict[str, PodRecord] = {}
-    top = root / "sandboxes"
-    for d in sorted(top.iterdir()) if top.is_dir() else []:
-        found = _committed(d)
-        if found is None:
-            continue
-        meta, status = found
-        try:
-            md = api_pb2.PodSandboxConfig.FromString((d / "config.pb").read_bytes()).metadata
-            pods[meta["id"]] = PodRecord(
-                id=meta["id"], namespace=md.namespace, name=md.name,
-                state=str(status.get("state", "")), pid=int(status.get("pid", 0)),
-                ips=[str(ip) for ip in status.get("ips", [])],
-                netns_path=str(meta.get("netns_path", "")),
-                cgroup_parent=str(meta.get("cgroup_parent", "")),
-                infra_id=str(meta.get("infra_id", "")), handler=str(meta.get("handler", "runc")))
-        except (OSError, DecodeError, KeyError, TypeError, ValueError):
-            continue
-    return pods
+    return _load(root / "sandboxes", _pod)
 
 
 def load_containers(root: Path) -> dict[str, ContainerRecord]:
-    ctrs: dict[str, ContainerRecord] = {}
-    top = root / "containers"
-    for d in sorted(top.iterdir()) if top.is_dir() else []:
-        found = _committed(d)
-        if found is None:
-            continue
-        meta, status = found
-        try:
-            # The name the client gave (meta.json holds the k8s_..._attempt one).
-            md = api_pb2.ContainerConfig.FromString((d / "config.pb").read_bytes()).metadata
-            ctrs[meta["id"]] = ContainerRecord(
-                id=meta["id"], name=md.name or str(meta["name"]), pod_id=str(meta["pod_id"]),
-                state=str(status.get("state", "")), pid=int(status.get("pid", 0)),
-                cgroup_path=str(meta.get("cgroup_path", "")),
-                pid_namespace=str(meta.get("pid_namespace", "")),
-                handler=str(meta.get("handler", "runc")))
-        except (OSError, DecodeError, KeyError, TypeError, ValueError):
-            continue
-    return ctrs
+    return _load(root / "containers", _container)
 
 
 @dataclass(frozen=True)
