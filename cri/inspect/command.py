@@ -24,6 +24,10 @@ def inspect(config: PycriConfig, query: str, *, as_json: bool) -> int:
     except state.InspectError as exc:
         print(f"pycri inspect: {exc}", file=sys.stderr)
         return 1
+    except PermissionError as exc:  # state dirs are 0700: an empty answer would mislead
+        print(f"pycri inspect: cannot read {exc.filename}: permission denied (run it as root)",
+              file=sys.stderr)
+        return 1
     data = report.build(target, paths_of(config))
     sys.stdout.write(render.to_json(data) if as_json else render.human(data))
     return 0

@@ -33,3 +33,15 @@ def test_a_pod_whose_processes_are_gone_is_reported_not_running(
     assert data["processes"][0]["running"] is False
     assert run(tmp_path, POD) == 0
     assert "not running" in capsys.readouterr().out
+
+
+def test_unreadable_state_says_so_rather_than_not_found(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Root reads any mode, so the refusal is played by the state loader.
+    def refuse(root: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(root / "sandboxes"))
+
+    monkeypatch.setattr("cri.inspect.state.load_pods", refuse)
+    assert run(tmp_path, POD) == 1
+    assert "permission denied (run it as root)" in capsys.readouterr().err

@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,30 @@ def test_the_host_end_is_the_veth_whose_peer_is_the_pods(tmp_path: Path) -> None
     assert host_end(2, 8, tmp_path) == ("", "")  # 8's peer is another pod's interface
     fake_dev(tmp_path, "vethlone", 11, 4)
     assert host_end(4, 11, tmp_path) == ("vethlone", "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_a_real_namespace_its_links_and_the_host_end_of_its_veth(tmp_path: Path) -> None:
+    from cri.inspect.netinfo import pod_interfaces
+    from sandbox import netns
+
+    run_dir = tmp_path / "netns"
+    pin = netns.create(f"inspect-{os.getpid()}", run_dir)
+    host_name = f"pcri{os.getpid() % 100000:05d}"
+    try:
+        # The pair is made inside the namespace and one end moved to ours, as CNI's bridge does.
+        ns = ["nsenter", f"--net={pin}", "ip", "link"]
+        subprocess.run([*ns, "add", "eth0", "type", "veth", "peer", "name", host_name],
+                       check=True)
+        subprocess.run([*ns, "set", host_name, "netns", str(os.getpid())], check=True)
+        (eth0,) = pod_interfaces(str(pin))
+        assert (eth0.name, eth0.kind, eth0.up, eth0.bridge) == ("eth0", "veth", False, "")
+        assert eth0.host_peer == host_name
+        assert eth0.host_peer_index == socket.if_nametoindex(host_name)
+        assert Path(f"/proc/self/task/{threading.get_native_id()}/ns/net").stat().st_ino \
+            == Path("/proc/self/ns/net").stat().st_ino
+    finally:
+        subprocess.run(["ip", "link", "del", host_name], capture_output=True, check=False)
+        netns.remove(pin)
+        # create() made the run dir a shared mount of its own.
+        subprocess.run(["umount", "-l", str(run_dir)], check=True)
