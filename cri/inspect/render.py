@@ -48,6 +48,13 @@ def _label(proc: dict[str, Any]) -> str:
     return f"{proc['name'] if proc['role'] == 'container' else 'infra'} {proc['id'][:12]}"
 
 
+def _state(proc: dict[str, Any]) -> str:
+    if not proc["running"]:
+        return "not running"
+    # A created container's init is alive, waiting for StartContainer to let it exec.
+    return "created" if proc["recorded_state"] == "created" else "running"
+
+
 def _ns_cell(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "-"
@@ -97,7 +104,7 @@ def human(report: dict[str, Any]) -> str:
     ns_rows = [["PROCESS", "PID", "STATE", *(t.upper() for t in TYPES)]]
     for p in procs:
         ns = p["namespaces"] or {}
-        ns_rows.append([_label(p), _plain(p["pid"]), "running" if p["running"] else "not running",
+        ns_rows.append([_label(p), _plain(p["pid"]), _state(p),
                         *(_ns_cell(ns.get(t)) for t in TYPES)])
     out += [*table(ns_rows), LEGEND, ""]
     v1 = any(p["cgroup"] and p["cgroup"]["version"] == 1 for p in procs)

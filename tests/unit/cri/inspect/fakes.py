@@ -38,7 +38,7 @@ def write_pod(root: Path, ident: str, *, name: str = "web", namespace: str = "de
 
 
 def write_container(root: Path, ident: str, pod_id: str, *, name: str = "app", pid: int = 200,
-                    pid_namespace: str = "container") -> None:
+                    pid_namespace: str = "container", state: str = "running") -> None:
     d = root / "containers" / ident
     d.mkdir(parents=True)
     cfg = api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name=name))
@@ -46,7 +46,7 @@ def write_container(root: Path, ident: str, pod_id: str, *, name: str = "app", p
     (d / "meta.json").write_text(json.dumps({
         "id": ident, "name": f"k8s_{name}", "pod_id": pod_id, "handler": "runc",
         "cgroup_path": f"/kubepods/pod1/pycri-{ident}", "pid_namespace": pid_namespace}))
-    (d / "status.json").write_text(json.dumps({"state": "running", "pid": pid}))
+    (d / "status.json").write_text(json.dumps({"state": state, "pid": pid}))
 
 
 def write_files(d: Path, files: dict[str, str]) -> None:

@@ -114,3 +114,13 @@ def test_json_is_the_report(paths: report.Paths) -> None:
 def test_sizes_in_the_largest_exact_binary_unit() -> None:
     assert [render.size(v) for v in (64 << 20, 3 << 30, 1000, 1536, 0, "max", None)] == [
         "64Mi", "3Gi", "1000", "1536", "0", "max", "-"]
+
+
+def test_a_created_containers_waiting_init_is_shown_created(paths: report.Paths) -> None:
+    root = paths.proc.parent / "root"
+    write_container(root, "e5" * 32, POD, name="waiting", pid=500, state="created")
+    fake_process(paths.proc, 500, APPNS)
+    data = build(paths, "e5")
+    assert data["processes"][1]["running"] is True
+    row = next(line for line in render.human(data).splitlines() if line.startswith("waiting"))
+    assert row.split()[3] == "created"
