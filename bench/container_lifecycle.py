@@ -4,7 +4,7 @@ containers in one pod, then ListContainers, ListContainerStats and ListPodSandbo
 
 Starts its own daemon and local registry (as the e2e tests do) with a runnable busybox image.
 The stopped container runs `top` under `sh -c` and gets SIGTERM, as in critest's benchmark.
-Prints p50/p90 against the DESIGN.md targets.
+Prints p50/p90 beside its targets (the goal: docs/architecture.md, "Performance targets").
 
     .venv/bin/python bench/container_lifecycle.py [-n 40] [--pods 110] [--per-pod 3]
 """

@@ -1,4 +1,5 @@
-"""Daemon RSS idle and with N pods (DESIGN.md target: <= 60 MB idle, <= 70 MB with 30 pods).
+"""Daemon RSS idle and with N pods (targets: <= 60 MB idle, <= 70 MB with
+30 pods; the goal is in docs/architecture.md, "Performance targets").
 
     .venv/bin/python bench/daemon_rss.py [-n 30]
 """

@@ -1,7 +1,8 @@
 """RunPodSandbox / StopPodSandbox / RemovePodSandbox latency over N sequential pods.
 
 Starts its own daemon (own root, socket, bridge and subnet, as the e2e tests do) unless
---endpoint points at a running one. Prints p50/p90 against the DESIGN.md targets.
+--endpoint points at a running one. Prints p50/p90 beside its targets (the goal: docs/architecture.md,
+"Performance targets").
 
     .venv/bin/python bench/sandbox_lifecycle.py [-n 40] [--endpoint unix:///run/pycri/pycri.sock]
 """

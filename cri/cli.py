@@ -1,4 +1,4 @@
-"""The ``pycri`` command: serve | config | version."""
+"""The ``pycri`` command: serve | config | version | image import | inspect."""
 
 from __future__ import annotations
 
@@ -50,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file", type=Path)
     imp.add_argument("--tag", default="", help="also tag the image with this name")
     imp.add_argument("--config", type=Path)
+    insp = sub.add_parser(
+        "inspect", help="a pod's or container's namespaces, cgroup limits and veth, read from "
+        "the state files, /proc and the cgroup tree (works while the daemon is down)")
+    insp.add_argument("target", help="pod or container id (or unique prefix), or NAMESPACE/NAME "
+                      "of a pod")
+    insp.add_argument("--json", action="store_true", help="print JSON (keys: see the README)")
+    insp.add_argument("--config", type=Path)
+    insp.add_argument("--root")
+    insp.add_argument("--runroot")
     return p
 
 
@@ -92,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "image":
         return _image_import(config.root, args.file, args.tag)
+    if args.cmd == "inspect":
+        from cri.inspect.command import inspect
+
+        return inspect(config, args.target, as_json=args.json)
     from cri.server import serve  # the daemon's imports are heavier than config's
 
     if sys.version_info < (3, 12):

@@ -77,7 +77,11 @@ class HandlerConfig:
 
 @dataclass
 class APIConfig:
-    """[pycri.api]"""
+    """[pycri.api]
+
+    The CRI gRPC socket, and the streaming server behind the URLs Exec, Attach and
+    PortForward return.
+    """
 
     listen: str = _opt("/run/pycri/pycri.sock", "Path of the unix socket the CRI gRPC server listens on.")
     socket_mode: str = _opt("0660", "File mode of the socket (octal); never world-accessible.")
@@ -100,7 +104,11 @@ class APIConfig:
 
 @dataclass
 class RuntimeConfig:
-    """[pycri.runtime]"""
+    """[pycri.runtime]
+
+    How pods and containers run: the OCI runtime handlers and conmon, cgroups, the pause
+    process, timeouts and the default AppArmor profile.
+    """
 
     default_runtime: str = _opt(
         "runc", "The handler of pods that name none (RunPodSandbox's runtime_handler \"\"): one of "
@@ -129,6 +137,15 @@ class RuntimeConfig:
     runtime_timeout: float = _opt(60.0, "Seconds a runc or conmon step may take before it is killed.")
     pids_limit: int = _opt(
         0, "Most processes (and threads) one container may have; 0 leaves it to the pod cgroup."
+    )
+    hooks_dir: list[str] = _opt_list(
+        ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"],
+        "Directories of OCI hook files (oci-hooks(5): *.json of schema 1.0.0, as CRI-O and "
+        "Podman read them), in order: a file masks the one of the same name in an earlier "
+        "directory. Every container whose OCI spec matches a hook's \"when\" gets it in the "
+        "hook's stages (pod infra containers get none, as with CRI-O). Missing directories "
+        "are skipped; files are read again when they change; an invalid file is logged and "
+        "skipped.",
     )
     apparmor_profile: str = _opt(
         "pycri-default",
@@ -181,7 +198,10 @@ class RuntimeConfig:
 
 @dataclass
 class ImageConfig:
-    """[pycri.image]"""
+    """[pycri.image]
+
+    Where images are pulled from, and the pods' infra image.
+    """
 
     pause_image: str = _opt(
         "", "Infra image reference; empty uses the built-in pause (no pull, works offline)."
@@ -193,7 +213,10 @@ class ImageConfig:
 
 @dataclass
 class NetworkConfig:
-    """[pycri.network]"""
+    """[pycri.network]
+
+    Pod networks, through CNI plugins.
+    """
 
     conf_dir: str = _opt("/etc/cni/net.d", "Directory of CNI network configs; the first valid wins.")
     plugin_dirs: list[str] = _opt_list(
@@ -213,7 +236,10 @@ class NetworkConfig:
 
 @dataclass
 class NRIConfig:
-    """[pycri.nri]"""
+    """[pycri.nri]
+
+    NRI plugins (the Node Resource Interface of containerd and CRI-O).
+    """
 
     enable: bool = _opt(
         True,
@@ -248,6 +274,19 @@ class NRIConfig:
 
 
 @dataclass
+class CDIConfig:
+    """[pycri.cdi]"""
+
+    spec_dirs: list[str] = _opt_list(
+        ["/etc/cdi", "/var/run/cdi"],
+        "Directories of CDI (Container Device Interface) specs, *.json and *.yaml, for the "
+        "devices containers request by name (vendor.com/class=name) in CDI_devices or "
+        "cdi.k8s.io/* annotations. A device in a later directory overrides the same device "
+        "in an earlier one; files are read again when they change.",
+    )
+
+
+@dataclass
 class MetricsConfig:
     """[pycri.metrics]"""
 
@@ -265,7 +304,10 @@ class MetricsConfig:
 
 @dataclass
 class PycriConfig:
-    """[pycri]"""
+    """[pycri]
+
+    Where pycri keeps its state, and how much it logs (to stderr).
+    """
 
     root: str = _opt("/var/lib/pycri", "Durable state (pods, containers, images); mode 0700.")
     runroot: str = _opt("/run/pycri", "Volatile state (bundles, exit files, sockets); mode 0700.")
@@ -275,6 +317,7 @@ class PycriConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     nri: NRIConfig = field(default_factory=NRIConfig)
+    cdi: CDIConfig = field(default_factory=CDIConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     # Derived paths -------------------------------------------------------------------------
@@ -297,6 +340,7 @@ TABLES: dict[str, type[Any]] = {
     "pycri.image": ImageConfig,
     "pycri.network": NetworkConfig,
     "pycri.nri": NRIConfig,
+    "pycri.cdi": CDIConfig,
     "pycri.metrics": MetricsConfig,
 }
 
@@ -431,6 +475,9 @@ def validate(cfg: PycriConfig) -> None:
         check_apparmor_name(cfg.runtime.apparmor_profile)
     except ValueError as exc:
         raise ConfigError(f"pycri.runtime.apparmor_profile: {exc}") from None
+    for d in cfg.runtime.hooks_dir:
+        if not os.path.isabs(d):
+            raise ConfigError(f"pycri.runtime.hooks_dir: {d!r} must be an absolute path")
     if cfg.runtime.pids_limit < 0:
         raise ConfigError("pycri.runtime.pids_limit: must not be negative (0 = no limit)")
     if cfg.network.plugin_timeout <= 0:
@@ -444,6 +491,9 @@ def validate(cfg: PycriConfig) -> None:
             raise ConfigError(f"pycri.network.masquerade_cidrs: {exc}") from None
     _validate_handlers(cfg.runtime)
     _validate_nri(cfg.nri)
+    for d in cfg.cdi.spec_dirs:
+        if not os.path.isabs(d):
+            raise ConfigError(f"pycri.cdi.spec_dirs: {d!r} is not an absolute path")
     _validate_metrics(cfg.metrics)
 
 

@@ -104,18 +104,37 @@ def loopback_up(path: Path) -> None:
     """Bring ``lo`` up inside the namespace pinned at ``path``."""
 
     def enter_and_raise_lo() -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise _oserror("setns", path)
-        finally:
-            os.close(fd)
+        _enter(path)
         _lo_up()
 
     try:
         _run_in_own_thread(enter_and_raise_lo)
     except OSError as exc:
         raise NetnsError(f"cannot bring lo up in {path}: {exc}") from exc
+
+
+def _enter(path: Path) -> None:
+    """Move the calling thread into the network namespace pinned at ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise _oserror("setns", path)
+    finally:
+        os.close(fd)
+
+
+def open_socket(path: Path, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket of the network namespace pinned at ``path`` (a netlink socket there lists the
+    pod's links), made by a throwaway thread that entered it: the caller's threads never
+    change namespace. Raises OSError."""
+    result: list[socket.socket] = []
+
+    def enter_and_open() -> None:
+        _enter(path)
+        result.append(socket.socket(family, kind, proto))
+
+    _run_in_own_thread(enter_and_open)
+    return result[0]
 
 
 def _make_shared(run_dir: Path) -> None:
@@ -186,12 +205,7 @@ def connect_tcp(path: Path | None, port: int, timeout: float = 10.0) -> socket.s
 
     def enter_and_connect() -> None:
         if path is not None:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise _oserror("setns", path)
-            finally:
-                os.close(fd)
+            _enter(path)
         # IPv4 loopback first, then IPv6: a server may listen on either.
         last: OSError | None = None
         for host in ("127.0.0.1", "::1"):

@@ -1,9 +1,10 @@
 """CreateContainer: reserve the name, then build the container step by step, each step
 registering its undo first (the same discipline as RunPodSandbox).
 
-Order: checks -> state dir -> image layers pinned -> rootfs overlay (writable upper) -> image
-volumes -> user resolved inside the rootfs -> spec -> NRI CreateContainer (adjustments) ->
-bundle -> conmon + `runc create` -> CREATED -> NRI PostCreateContainer.
+Order: checks (CDI devices resolved among them) -> state dir -> image layers pinned -> rootfs
+overlay (writable upper) -> image volumes -> user resolved inside the rootfs -> spec (CDI edits
+last) -> NRI CreateContainer (adjustments) -> OCI hooks -> bundle -> conmon + `runc create` ->
+CREATED -> NRI PostCreateContainer.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from cri.image.rootfs import mount_rootfs, unmount
 from cri.image.store import ImageRecord
 from cri.nri import views
 from cri.nri.api import api_pb2 as nri
-from cri.runtime import apparmor_profile, container_spec, nri_events
+from cri.runtime import apparmor_profile, cdi_devices, container_spec, nri_events, oci_hooks
 from cri.runtime.container_exit import publish
 from cri.runtime.daemon import Runtime
 from cri.runtime.podspec import check_user_namespace
 from cri.store.container import Container, ContainerMeta, ContainerState
 from cri.store.sandbox import Sandbox
 from sandbox.apparmor import Request
+from sandbox.cdi.inject import Injection
 from sandbox.oci import spec as ocispec
 from sandbox.oci.errors import OCIRuntimeError, OCITimeout
 from sandbox.oci.signals import DEFAULT_STOP_SIGNAL, parse_signal
@@ -111,6 +113,11 @@ async def create_container(rt: Runtime, pod_id: str, config: api_pb2.ContainerCo
     rec = _resolve_image(rt, config.image)
     image_cfg = parse_image_config(rt.images.store.get_blob(rec.config_digest))
     stop_signal = _stop_signal(config, image_cfg)
+    # CDI devices are resolved first: one that cannot be given refuses the request before
+    # the name is taken or anything is made.
+    handler = rt.handlers.of(pod.meta.handler)
+    cdi = await asyncio.to_thread(cdi_devices.resolve, rt.cdi, cdi_devices.requested(
+        config, handler.pod_annotations(pod.config.annotations)))
     ctr_id = secrets.token_hex(32)
     name = container_name(config.metadata, pod)
     rt.containers.names.reserve(name, ctr_id)
@@ -121,7 +128,7 @@ async def create_container(rt: Runtime, pod_id: str, config: api_pb2.ContainerCo
             if not pod.ready:
                 raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
             task = rt.spawn(_create(rt, pod, ctr_id, name, config, rec, image_cfg, stop_signal,
-                                    apparmor))
+                                    apparmor, cdi))
             return await asyncio.shield(task)
     except BaseException:
         if rt.containers.get(ctr_id) is None:
@@ -161,7 +168,7 @@ async def _mount_image_volumes(rt: Runtime, ctr: Container, config: api_pb2.Cont
 
 async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
                   config: api_pb2.ContainerConfig, rec: ImageRecord, image_cfg: ImageConfig,
-                  stop_signal: int, apparmor: Request) -> str:
+                  stop_signal: int, apparmor: Request, cdi: Injection | None) -> str:
     sc = config.linux.security_context
     pid_mode, pid_ns_path, host_pid = _pid_namespace(rt, pod, config)
     cgroup_path = rt.cgroups.container_cgroup(pod.meta.cgroup_parent, ctr_id)
@@ -209,18 +216,20 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
                 rro_supported=handler.rro_supported, pids_limit=rt.config.runtime.pids_limit,
                 apparmor_profile=profile,
                 host_devices=not handler.config.privileged_without_host_devices,
-                pod_annotations=handler.pod_annotations(pod.config.annotations),
+                pod_annotations=handler.pod_annotations(pod.config.annotations), cdi=cdi,
             ))
 
         ident, spec = await asyncio.to_thread(build_spec)
 
         def write_bundle() -> Container:
             """The missing host paths of bind mounts (every check of the request has passed by
-            now), the working dir, meta.json, the bundle and the log dir."""
+            now), the working dir, OCI hooks (on the spec NRI plugins adjusted), meta.json, the
+            bundle and the log dir."""
             for path in container_spec.missing_host_paths(config.mounts):
                 path.mkdir(mode=0o755, parents=True, exist_ok=True)
                 log.info("container %s: created the missing host path %s of a mount", name, path)
             _make_workdir(ctr.rootfs, spec["process"]["cwd"])
+            oci_hooks.add_hooks(rt.oci_hooks, spec, pod.config.annotations, config.mounts, name)
             done = rt.containers.new(_meta(ctr_id, name, pod, config, rec, image_ref, log_path,
                                            cgroup_path, stop_signal, ident, pid_mode,
                                            image_mount_ids), config)
@@ -257,7 +266,8 @@ async def _create(rt: Runtime, pod: Sandbox, ctr_id: str, name: str,
             ctr.set_state(ContainerState.CREATED)
             rt.containers.commit(ctr)
             undo.pop_all()
-    log.info("container %s (%s) created in pod %s", ctr_id, name, pod.id)
+    log.info("container %s (%s) created in pod %s%s", ctr_id, name, pod.id,
+             f" with CDI devices {', '.join(cdi.names)}" if cdi else "")
     publish(rt, ctr, api_pb2.ContainerEventType.CONTAINER_CREATED_EVENT)
     await nri_events.post_create_container(rt, pod, ctr, updates)
     return ctr_id

@@ -20,6 +20,8 @@ from cri.api import api_pb2
 from cri.errors import InvalidArgument
 from cri.image.manifest import ImageConfig
 from cri.store.sandbox import Sandbox
+from sandbox.cdi import inject as cdi_inject
+from sandbox.cdi.inject import Injection
 from sandbox.cgroups.features import Features
 from sandbox.oci import spec as ocispec
 from sandbox.oci.capabilities import bounding_set, container_capabilities
@@ -62,6 +64,7 @@ class SpecInputs:
     apparmor_profile: str | None = None  # resolved by apparmor_profile.resolve; None: none
     host_devices: bool = True  # privileged containers get the host's devices (see handlers)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)  # let in by the handler
+    cdi: Injection | None = None  # the CDI devices' edits (cri/runtime/cdi_devices.py)
 
 
 def command(config: api_pb2.ContainerConfig, image: ImageConfig) -> list[str]:
@@ -396,7 +399,7 @@ def container_spec(inp: SpecInputs) -> Spec:
     if rootfs_prop:
         linux["rootfsPropagation"] = rootfs_prop
 
-    return {
+    spec: Spec = {
         "ociVersion": ocispec.OCI_VERSION,
         "process": process,
         "root": {"path": str(inp.rootfs), "readonly": sc.readonly_rootfs},
@@ -410,3 +413,7 @@ def container_spec(inp: SpecInputs) -> Spec:
             "io.kubernetes.cri.sandbox-id": inp.pod.id,
         },
     }
+    if inp.cdi is not None:
+        # Last: a vendor's device node, mount or variable wins over the request's own.
+        cdi_inject.apply(spec, inp.cdi)
+    return spec

@@ -27,6 +27,7 @@ from cri.store.container import ContainerStore
 from cri.store.sandbox import Sandbox, SandboxState, SandboxStore
 from sandbox import diskusage, masquerade
 from sandbox.apparmor import AppArmor, AppArmorError, SystemHost
+from sandbox.cdi.registry import Registry as CDIRegistry
 from sandbox.cgroups import features
 from sandbox.cgroups.driver import CgroupDriver, CgroupfsDriver, SystemdDriver
 from sandbox.cgroups.stats import CpuRate
@@ -34,6 +35,7 @@ from sandbox.cgroups.systemd import DBusSystemd
 from sandbox.errors import CgroupError
 from sandbox.masquerade import MasqueradeError
 from sandbox.oci.exits import ExitWatcher
+from sandbox.oci.hook_dirs import HookDirs
 from sandbox.oci.runtime import OCIRuntime
 
 if TYPE_CHECKING:
@@ -84,7 +86,10 @@ class Runtime:
             )
 
         self.handlers = Handlers(config, make_oci)
+        # OCI hook files, read at each CreateContainer (again only where they changed).
+        self.oci_hooks = HookDirs(config.runtime.hooks_dir)
         self.network = PodNetwork(config)
+        self.cdi = CDIRegistry(config.cdi.spec_dirs)  # read at the first container asking
         self.apparmor = AppArmor(SystemHost(timeout=config.runtime.runtime_timeout),
                                  config.runtime.apparmor_profile)
         self.images = Images(self.image_root, Path(config.image.registries_conf),

@@ -3,7 +3,7 @@
 Real cgroupfs populates a new directory with control files and lets rmdir remove it while they
 are listed; a tmp_path tree cannot. Everything that depends on that goes through ``CgroupFs`` so
 unit tests can pass a fake that plays the kernel, while the drivers stay plain functions over a
-root path (DESIGN rule 12).
+root path (design rule 12 of docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ def test_rendered_default_config_parses_back_to_the_defaults(tmp_path: Path) -> 
                 "runtime_path", "conmon_path", "cgroup_driver", "default_sysctls", "apparmor_profile",
                 "pause_image", "registries_conf", "conf_dir", "plugin_dirs", "enable",
                 "socket_path", "plugin_path", "plugin_config_path", "plugin_registration_timeout",
-                "plugin_request_timeout", "enable_metrics", "metrics_host", "metrics_port",
-                "metrics_cert", "metrics_key"):
+                "plugin_request_timeout", "spec_dirs", "enable_metrics", "metrics_host",
+                "metrics_port", "metrics_cert", "metrics_key"):
         assert f"\n{key} = " in text, key
     path = tmp_path / "pycri.conf"
     path.write_text(text)
@@ -35,6 +35,8 @@ def test_defaults_work_on_a_fresh_machine() -> None:
             cfg.nri.plugin_config_path) == (True, "/var/run/nri/nri.sock", "/opt/nri/plugins",
                                             "/etc/nri/conf.d")
     assert (cfg.nri.plugin_registration_timeout, cfg.nri.plugin_request_timeout) == (5.0, 2.0)
+    # CDI specs where device drivers write them (static, then run-time ones overriding).
+    assert cfg.cdi.spec_dirs == ["/etc/cdi", "/var/run/cdi"]
     # Metrics as CRI-O's: off, and once on, loopback port 9090 over plain HTTP.
     assert (cfg.metrics.enable_metrics, cfg.metrics.metrics_host, cfg.metrics.metrics_port,
             cfg.metrics.metrics_cert, cfg.metrics.metrics_key) == (False, "127.0.0.1", 9090, "", "")
@@ -76,6 +78,9 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.network]\nplugin_dirs = "/x"\n', "pycri.network.plugin_dirs"),
         ('[pycri.runtime]\ndefault_sysctls = ["novalue"]\n', "pycri.runtime.default_sysctls"),
         ('[pycri.runtime]\npids_limit = -1\n', "pycri.runtime.pids_limit"),
+        ('[pycri.runtime]\nhooks_dir = ["hooks.d"]\n', "pycri.runtime.hooks_dir"),
+        ('[pycri.runtime]\nhooks_dir = "/etc/containers/oci/hooks.d"\n',
+         "pycri.runtime.hooks_dir"),
         ('[pycri.runtime]\nconmon_cgroup = "conmon"\n', "pycri.runtime.conmon_cgroup"),
         ('[pycri.runtime]\napparmor_profile = ""\n', "pycri.runtime.apparmor_profile"),
         ('[pycri.runtime]\napparmor_profile = "my profile"\n', "pycri.runtime.apparmor_profile"),
@@ -85,6 +90,8 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.nri]\nenable = "yes"\n', "pycri.nri.enable"),
         ('[pycri.nri]\nsocket_path = "nri.sock"\n', "pycri.nri.socket_path"),
         ('[pycri.nri]\nplugin_request_timeout = 0\n', "pycri.nri.plugin_request_timeout"),
+        ('[pycri.cdi]\nspec_dirs = ["/etc/cdi", "cdi"]\n', "pycri.cdi.spec_dirs"),
+        ('[pycri.cdi]\nspec_dirs = "/etc/cdi"\n', "pycri.cdi.spec_dirs"),
         ('[pycri.metrics]\nenable_metrics = 1\n', "pycri.metrics.enable_metrics"),
         ('[pycri.metrics]\nmetrics_port = 65536\n', "pycri.metrics.metrics_port"),
         ('[pycri.metrics]\nmetrics_host = ""\n', "pycri.metrics.metrics_host"),
@@ -128,3 +135,13 @@ def test_cli_config_prints_effective_config(tmp_path: Path,
     assert cli.main(["config"]) == 0
     assert tomllib.loads(capsys.readouterr().out)["pycri"]["api"]["listen"] == (
         "/run/pycri/pycri.sock")
+
+
+def test_pycri_config_documents_hooks_dir_with_its_default(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert tomllib.loads(out)["pycri"]["runtime"]["hooks_dir"] == [
+        "/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"]
+    doc = out[:out.index("\nhooks_dir = ")].rsplit("\n", 1)[1]
+    assert "oci-hooks(5)" in doc and "masks" in doc, doc

@@ -701,3 +701,23 @@ def test_spec_apparmor_profile_goes_to_the_process(run_dir: Path) -> None:
     spec = container_spec(inputs(run_dir, cfg(), apparmor_profile="pycri-default"))
     assert spec["process"]["apparmorProfile"] == "pycri-default"
     assert "apparmorProfile" not in container_spec(inputs(run_dir, cfg()))["process"]
+
+
+def test_cdi_edits_come_last_and_win(run_dir: Path) -> None:
+    from sandbox.cdi.inject import Injection
+
+    config = cfg(envs=envs(A="mine"))
+    inj = Injection(names=("example.com/dev=x",), env=("A=vendor", "B=1"),
+                    devices=(({"path": "/dev/x", "type": "c", "major": 1, "minor": 3}, "rw"),),
+                    mounts=({"destination": "/etc/hostname", "source": "/srv/h", "options": ["bind"]},),
+                    hooks=(("createContainer", {"path": "/bin/hook"}),))
+    spec = container_spec(inputs(run_dir, config, cdi=inj))
+    env = as_dict(spec["process"]["env"])
+    assert (env["A"], env["B"]) == ("vendor", "1")
+    (dev,) = [d for d in spec["linux"]["devices"] if d["path"] == "/dev/x"]
+    assert (dev["type"], dev["major"], dev["minor"]) == ("c", 1, 3)
+    assert spec["linux"]["resources"]["devices"][-1] == {
+        "allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"}
+    assert by_dest(spec)["/etc/hostname"]["source"] == "/srv/h"
+    assert spec["hooks"] == {"createContainer": [{"path": "/bin/hook"}]}
+    assert "hooks" not in container_spec(inputs(run_dir, config))

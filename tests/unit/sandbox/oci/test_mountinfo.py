@@ -141,6 +141,6 @@ def test_propagation_of_real_root() -> None:
     optional = _root_line_fields()
     assert entry.shared == any(f.startswith("shared:") for f in optional)
     assert entry.slave == any(f.startswith("master:") for f in optional)
-    # This VM's / is private (DESIGN.md); only a test that ran `mount --make-rshared /` and
+    # The test machines' / is private; only a test that ran `mount --make-rshared /` and
     # did not undo it would change that.
     assert not entry.shared and not entry.slave

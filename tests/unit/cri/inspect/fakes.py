@@ -1,0 +1,55 @@
+"""Fake /proc, state and cgroup trees for the inspect tests (tmp_path, no root needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from cri.api import api_pb2
+
+# Field 22 of /proc/PID/stat: a command name with spaces and parentheses, as the kernel may show.
+STAT = "{pid} (sle ep) (x)) {state} 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 {start} 20 21\n"
+
+
+def fake_process(proc: Path, pid: int | str, ns: dict[str, int], cgroup: str = "0::/\n",
+                 start: int = 1000, state: str = "S") -> None:
+    d = proc / str(pid)
+    (d / "ns").mkdir(parents=True)
+    for kind, ino in ns.items():
+        os.symlink(f"{kind}:[{ino}]", d / "ns" / kind)
+    (d / "cgroup").write_text(cgroup)
+    (d / "stat").write_text(STAT.format(pid=pid, state=state, start=start))
+
+
+def write_pod(root: Path, ident: str, *, name: str = "web", namespace: str = "default",
+              pid: int = 100, status: bool = True, netns: str = "") -> None:
+    d = root / "sandboxes" / ident
+    d.mkdir(parents=True)
+    cfg = api_pb2.PodSandboxConfig(metadata=api_pb2.PodSandboxMetadata(
+        name=name, namespace=namespace, uid="u1"))
+    (d / "config.pb").write_bytes(cfg.SerializeToString())
+    (d / "meta.json").write_text(json.dumps({
+        "id": ident, "name": f"k8s_POD_{name}", "netns_path": netns,
+        "cgroup_parent": "/kubepods/pod1", "infra_id": ident, "handler": "runc"}))
+    if status:
+        (d / "status.json").write_text(json.dumps({"state": "ready", "pid": pid,
+                                                   "ips": ["10.0.0.5"]}))
+
+
+def write_container(root: Path, ident: str, pod_id: str, *, name: str = "app", pid: int = 200,
+                    pid_namespace: str = "container", state: str = "running") -> None:
+    d = root / "containers" / ident
+    d.mkdir(parents=True)
+    cfg = api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name=name))
+    (d / "config.pb").write_bytes(cfg.SerializeToString())
+    (d / "meta.json").write_text(json.dumps({
+        "id": ident, "name": f"k8s_{name}", "pod_id": pod_id, "handler": "runc",
+        "cgroup_path": f"/kubepods/pod1/pycri-{ident}", "pid_namespace": pid_namespace}))
+    (d / "status.json").write_text(json.dumps({"state": state, "pid": pid}))
+
+
+def write_files(d: Path, files: dict[str, str]) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (d / name).write_text(text + "\n")
