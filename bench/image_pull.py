@@ -67,7 +67,7 @@ class Checkout(Daemon):
                 [str(python) if python.exists() else sys.executable, "-m", "cri", "serve",
                  "--config", str(self.config_path)],
                 cwd=self.repo, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, "PYCRI_PULL_STAGES": "1", **(env or {})},
             )
         return self.proc
 

@@ -100,8 +100,13 @@ def _isal_available() -> bool:
     return True
 
 
-# Chosen once: an install without isal (a platform it has no wheel for) still unpacks.
-GZIP_INFLATER: Callable[[], Inflater] = IsalInflater if _isal_available() else ZlibInflater
+def choose_inflater() -> Callable[[], Inflater]:
+    """isal's when it is installed; an install without it (a platform it has no wheel for)
+    still unpacks, with zlib."""
+    return IsalInflater if _isal_available() else ZlibInflater
+
+
+GZIP_INFLATER = choose_inflater()  # chosen once
 
 
 def gunzip(read: Read, first: bytes, new: Callable[[], Inflater] | None = None

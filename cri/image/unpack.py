@@ -482,5 +482,11 @@ def unpack_stream(read: Read, dest: Path, *, media_type: str = "",
 def unpack_image_layer(stream: BinaryIO, dest: Path, *, media_type: str = "") -> LayerStats:
     """unpack_layer with the image store's limits, MAX_LAYER_ENTRIES and MAX_LAYER_BYTES: what
     pulls and imports use. LayerTooLarge when a layer crosses them."""
-    return unpack_layer(stream, dest, media_type=media_type, max_entries=MAX_LAYER_ENTRIES,
-                        max_bytes=MAX_LAYER_BYTES)
+    return unpack_image_stream(lambda: stream.read(CHUNK), dest, media_type=media_type)
+
+
+def unpack_image_stream(read: Read, dest: Path, *, media_type: str = "",
+                        clock: StageClock = NULL_CLOCK) -> LayerStats:
+    """unpack_stream with the image store's limits (read when called)."""
+    return unpack_stream(read, dest, media_type=media_type, max_entries=MAX_LAYER_ENTRIES,
+                         max_bytes=MAX_LAYER_BYTES, clock=clock)
