@@ -146,6 +146,9 @@ class Images:
         self._pulls: SharedTasks[ImageRecord] = SharedTasks()
         self._layer_jobs: SharedTasks[StageClock] = SharedTasks()
         self._slots = FairSlots(default_slots())
+        # Layers committed but not yet known to be on disk, and the task syncing them.
+        self._to_sync: set[str] = set()
+        self._syncing: asyncio.Task[None] | None = None
         self._inotify: Inotify | None = None
 
     def load(self) -> None:
@@ -167,6 +170,8 @@ class Images:
                     log.debug("image record %s (re)loaded", rec.id)
 
     async def close(self) -> None:
+        if self._syncing is not None:
+            await asyncio.shield(self._syncing)  # a clean stop leaves every layer synced
         if self._inotify is not None:
             asyncio.get_running_loop().remove_reader(self._inotify.fd)
             self._inotify.close()
@@ -317,6 +322,7 @@ class Images:
             self.store.save(rec)
         finally:
             self.store.unpin(chain)
+        self._sync_soon([c for c in chain if self.store.unsynced(c)])
         log.info("pulled %s as %s: %d layers, %.1f MB in %.2fs", cand, rec.id, len(chain),
                  size / 1e6, time.monotonic() - start)
         if stages.ENABLED:
@@ -324,6 +330,22 @@ class Images:
             totals["pull"] = round(time.monotonic() - start, 4)
             log.info("pull stages of %s: %s", cand, json.dumps(totals))
         return rec
+
+    def _sync_soon(self, chain: list[str]) -> None:
+        """Layers a pull committed reach the disk after the pull has answered (see
+        ImageStore.commit_layer); pulls finishing meanwhile share the next syncfs."""
+        self._to_sync.update(chain)
+        if self._to_sync and (self._syncing is None or self._syncing.done()):
+            self._syncing = asyncio.ensure_future(self._sync_loop())
+
+    async def _sync_loop(self) -> None:
+        while self._to_sync:
+            batch = set(self._to_sync)
+            self._to_sync.clear()
+            try:
+                await asyncio.to_thread(self.store.sync_layers, batch)
+            except OSError as exc:  # the layers stay marked: dropped after a crash
+                log.warning("syncing %d layers: %s", len(batch), exc)
 
     def _record(self, cand: Reference, config_digest: str, manifest_digest: str,
                 repo_digest: str, chain: list[str], size: int, user: str) -> ImageRecord:

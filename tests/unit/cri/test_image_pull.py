@@ -290,6 +290,8 @@ def test_a_download_broken_mid_layer_is_retried_from_a_clean_unpack(
     assert (diff / "data" / "after").read_bytes() == b"tail"
     assert sorted(p.name for p in (diff / "data").iterdir()) == ["after", "blob"]
     assert list(images.store.tmp.iterdir()) == []
+    # Written out after the pull answered (close waits for it): no layer left marked.
+    assert not any(images.store.unsynced(c) for c in rec.chain_ids)
 
 
 @pytest.mark.parametrize("path", PATHS)
