@@ -44,21 +44,30 @@ class BlobBody:
     """An open GET whose status was 200. ``read`` gives the next piece (b"" at the end);
     ``abort`` (from any thread) makes a read waiting for the network return at once."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
-                 length: int | None) -> None:
+    def __init__(self, conn: http.client.HTTPConnection,
+                 resp: http.client.HTTPResponse) -> None:
         self._conn = conn
         self._resp = resp
-        self.length = length
         self._lock = threading.Lock()
         self._aborted = False
 
     def read(self) -> bytes:
         try:
-            return self._resp.read1(READ_BYTES)
+            data = self._resp.read1(READ_BYTES)
         except (OSError, http.client.HTTPException) as exc:
             if self._aborted:
                 raise RegistryUnavailable("download stopped") from exc
             raise RegistryUnavailable(f"reading the blob: {exc!r}") from exc
+        if not data:
+            if self._aborted:
+                raise RegistryUnavailable("download stopped")
+            left = self._resp.length  # what Content-Length still promised
+            if left:
+                # read1 takes a connection closed early for the end: it is a broken download
+                # (retried), not a short blob.
+                raise RegistryUnavailable(f"the connection closed {left} bytes before the end "
+                                          "of the blob")
+        return data
 
     def abort(self) -> None:
         with self._lock:
@@ -94,7 +103,7 @@ def open_blob(req: BlobRequest) -> BlobBody:
             conn.close()
             raise RegistryUnavailable(f"{parts.netloc}: {exc!r}") from exc
         if resp.status == 200:
-            return BlobBody(conn, resp, resp.length)
+            return BlobBody(conn, resp)
         status, location = resp.status, resp.getheader("location", "")
         www = resp.getheader("www-authenticate", "")
         resp.close()

@@ -323,3 +323,39 @@ def test_a_blob_that_does_not_match_its_digest_is_refused_and_leaves_nothing(
 
 async def _no_sleep(delay: float, result: object = None) -> object:
     return result
+
+
+def test_a_layer_get_refused_for_want_of_a_token_is_answered_and_sent_again(
+        tmp_path: Path, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fixtures.token_registry import TokenRegistry
+
+    pushed = push_image(registry, "private/layer", "v1", [tar_layer({"a": b"1"})])
+    front = TokenRegistry(registry, {"alice": "s3cret"})
+    front.start()
+    try:
+        images = _images(tmp_path, registry)
+        (tmp_path / "registries.conf").write_text(
+            f'[[registry]]\nlocation = "{front.host}"\ninsecure = true\n')
+        real = images.client.blob_request
+        sent: list[str] = []
+
+        def without_token(*args: object, **kwargs: object) -> BlobRequest | None:
+            req = real(*args, **kwargs)  # type: ignore[arg-type]
+            assert req is not None
+            sent.append(req.headers.pop("Authorization", ""))  # as if it had none yet
+            return req
+
+        monkeypatch.setattr(images.client, "blob_request", without_token)
+
+        async def scenario() -> ImageRecord:
+            try:
+                return await images.pull(f"{front.host}/private/layer:v1",
+                                         Credentials(username="alice", password="s3cret"))
+            finally:
+                await images.close()
+
+        rec = asyncio.run(scenario())
+        assert rec.id == pushed.image_id and sent and sent[0].startswith("Bearer ")
+        assert (images.store.layer_dir(rec.chain_ids[0]) / "diff" / "a").read_bytes() == b"1"
+    finally:
+        front.stop()
