@@ -29,14 +29,19 @@ def _layer(store: ImageStore, chain_id: str, content: str) -> None:
     tmp.rmdir()
 
 
-def test_layers_are_shared_and_freed_with_their_last_image(tmp_path: Path) -> None:
-    store = ImageStore(tmp_path)
+def _two_layers(root: Path) -> tuple[ImageStore, list[str], ImageRecord]:
+    """A store with layers "lower" and "upper" and a record of the image made of both."""
+    store = ImageStore(root)
     store.load()
     chain = chain_ids([A, B])
     for c, text in zip(chain, ("lower", "upper"), strict=True):
         _layer(store, c, text)
-    one = ImageRecord(id="sha256:" + "1" * 64, config_digest="sha256:" + "1" * 64,
-                      manifest_digest="sha256:" + "2" * 64, chain_ids=chain)
+    return store, chain, ImageRecord(id="sha256:" + "1" * 64, config_digest="sha256:" + "1" * 64,
+                                     manifest_digest="sha256:" + "2" * 64, chain_ids=chain)
+
+
+def test_layers_are_shared_and_freed_with_their_last_image(tmp_path: Path) -> None:
+    store, chain, one = _two_layers(tmp_path)
     two = ImageRecord(id="sha256:" + "3" * 64, config_digest="sha256:" + "3" * 64,
                       manifest_digest="sha256:" + "4" * 64, chain_ids=chain[:1])
     store.put_blob(one.config_digest, b"{}")
@@ -133,13 +138,7 @@ def test_layers_not_yet_on_disk_when_the_machine_went_down_are_dropped(
     boot = tmp_path / "boot_id"
     boot.write_text("boot-1\n")
     monkeypatch.setattr(store_mod, "BOOT_ID", boot)
-    store = ImageStore(tmp_path / "images")
-    store.load()
-    chain = chain_ids([A, B])
-    for c, text in zip(chain, ("lower", "upper"), strict=True):
-        _layer(store, c, text)
-    rec = ImageRecord(id="sha256:" + "1" * 64, config_digest="sha256:" + "1" * 64,
-                      manifest_digest="sha256:" + "2" * 64, chain_ids=chain)
+    store, chain, rec = _two_layers(tmp_path / "images")
     store.save(rec)
     assert store.unsynced(chain[0]) and store.unsynced(chain[1])
     assert (store.layer_dir(chain[0]) / "unsynced").read_text() == "boot-1"
