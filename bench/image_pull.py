@@ -79,6 +79,12 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak_rss(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM starts again from VmRSS
 
@@ -103,6 +109,8 @@ class Run:
         self.d = d
         self.times: list[float] = []
         self.rss: list[float] = []
+        self.cpu: list[float] = []  # daemon CPU seconds per pull (load-independent)
+        self.registry_cpu: list[float] = []
         self.stages: list[dict[str, float]] = []
 
     def spy(self, out: Path) -> subprocess.Popen[bytes]:
@@ -116,15 +124,18 @@ class Run:
         time.sleep(1)  # attached before the first pull
         return spy
 
-    def pull(self, spec: api_pb2.ImageSpec) -> None:
+    def pull(self, spec: api_pb2.ImageSpec, registry_pid: int) -> None:
         assert self.d.proc is not None
         pid = self.d.proc.pid
         img = self.d.image()
         os.sync()
         reset_peak_rss(pid)
+        c0, r0 = cpu_seconds(pid), cpu_seconds(registry_pid)
         t0 = time.perf_counter()
         img.PullImage(api_pb2.PullImageRequest(image=spec), timeout=600)
         self.times.append(time.perf_counter() - t0)
+        self.cpu.append(cpu_seconds(pid) - c0)
+        self.registry_cpu.append(cpu_seconds(registry_pid) - r0)
         self.rss.append(peak_rss_mb(pid))
         stages = last_stages(self.d)
         if stages is not None:
@@ -139,6 +150,9 @@ class Run:
         print(f"[{self.label}] MB/s at the median: compressed {compressed / 1e6 / med:.0f}  "
               f"unpacked {unpacked / 1e6 / med:.0f}")
         print(f"[{self.label}] daemon peak RSS (VmHWM) during a pull: max {max(self.rss):.1f} MB")
+        print(f"[{self.label}] CPU s per pull, median: daemon {statistics.median(self.cpu):.2f}  "
+              f"registry {statistics.median(self.registry_cpu):.2f} (a figure the machine's "
+              "load changes less)")
         if self.stages:
             keys = list(self.stages[0])
             print(f"[{self.label}] stages, median s summed over layers: " + "  ".join(
@@ -178,7 +192,8 @@ def main() -> int:
         spec = api_pb2.ImageSpec(image="bench.test/big:v1")
         for _ in range(args.n):
             for r in runs:
-                r.pull(spec)
+                assert reg.proc is not None
+                r.pull(spec, reg.proc.pid)
         for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
