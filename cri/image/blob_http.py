@@ -22,7 +22,7 @@ import httpx
 
 from cri.image.registry import BlobRequest, RegistryError, RegistryUnavailable
 
-READ_BYTES = 1 << 20  # the most one read of the body asks for
+READ_BYTES = 1 << 18  # the most one read of the body asks for (see OUT_CHUNK)
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 

@@ -18,7 +18,13 @@ from typing import IO, Protocol, cast
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-OUT_CHUNK = 1 << 20  # the most one decompress call hands out
+# The most one decompress call hands out. 256 KiB pieces (and 256 KiB reads of the body)
+# beat 1 MiB ones on both counts (bench/image_pull, 4 layers in parallel on 2 cores): the
+# mixed image 0.30 s vs 0.36-0.44 s, the random one 0.38 vs 0.86 s, and a peak daemon RSS of
+# 63-78 MB vs 78-108 MB (1 MiB pieces left glibc's heaps fragmented: 35 MB of RSS over 14 MB
+# of live Python objects); the pieces stay in the caches between hashing, inflating and
+# writing.
+OUT_CHUNK = 1 << 18
 
 Read = Callable[[], bytes]  # the next piece of the compressed stream, b"" at its end
 
