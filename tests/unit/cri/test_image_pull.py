@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import FailedPrecondition, Internal, InvalidArgument, Unavailable
+from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, Unavailable
 from cri.image import images as images_mod
 from cri.image import layer_fetch, unpack
 from cri.image import manifest as m
@@ -357,5 +357,33 @@ def test_a_layer_get_refused_for_want_of_a_token_is_answered_and_sent_again(
         rec = asyncio.run(scenario())
         assert rec.id == pushed.image_id and sent and sent[0].startswith("Bearer ")
         assert (images.store.layer_dir(rec.chain_ids[0]) / "diff" / "a").read_bytes() == b"1"
+    finally:
+        front.stop()
+
+
+def test_a_deadline_mid_layer_stops_the_worker_thread_and_leaves_nothing(
+        tmp_path: Path, registry: LocalRegistry) -> None:
+    from tests.fixtures.token_registry import TokenRegistry
+
+    push_image(registry, "slow/layer", "v1", [_big_layer()])
+    front = TokenRegistry(registry, None, throttle=0.05)  # 64 KiB every 50 ms: ~3 s a layer
+    front.start()
+    try:
+        images = _images(tmp_path, registry)
+        (tmp_path / "registries.conf").write_text(
+            f'[[registry]]\nlocation = "{front.host}"\ninsecure = true\n')
+
+        async def scenario() -> None:
+            try:
+                await images.pull(f"{front.host}/slow/layer:v1", Credentials(), deadline=0.5)
+            finally:
+                await images.close()
+
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            asyncio.run(scenario())
+        assert front.blob_started.is_set()  # it was in the middle of the layer
+        assert time.monotonic() - started < 2.5  # the blocked read was ended, not waited out
+        _assert_nothing_left(images)
     finally:
         front.stop()
