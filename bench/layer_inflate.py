@@ -1,7 +1,9 @@
 """Decompressors for image layers, side by side on one layer of the image_pull "mixed" shape
 (30 files of 1 MiB random + 1 MiB text, gzip level 6; zstd level 3 for zstd): MB/s of
-unpacked output from 1 MiB compressed reads, CPU seconds of this process, and for an external
-inflater its wall time (its CPU is another process's).
+unpacked output from 1 MiB compressed reads, CPU seconds of this process, for an external
+inflater its wall time (its CPU is another process's), and the wall time of two at once in two
+threads as a multiple of one thread's time (x1.0 when the decompressor lets go of the GIL and
+two cores are free, x2.0 when it holds the GIL).
 
     .venv/bin/python bench/layer_inflate.py [-n 5]
 
@@ -72,7 +74,12 @@ def main() -> int:
         "zlib (stdlib)": lambda: inflate_obj(lambda: zlib.decompressobj(31), gz)}
     try:
         from isal import isal_zlib
-        candidates["isal"] = lambda: inflate_obj(lambda: isal_zlib.decompressobj(wbits=31), gz)
+
+        from cri.image import inflate
+        candidates["isal (isal_zlib)"] = lambda: inflate_obj(
+            lambda: isal_zlib.decompressobj(wbits=31), gz)
+        candidates["isal (igzip, used)"] = lambda: sum(
+            len(c) for c in inflate.gunzip(_pieces(gz), b"", inflate.IsalInflater))
     except ImportError:
         print("isal: not installed")
     try:
@@ -101,9 +108,27 @@ def main() -> int:
             walls.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
         w = statistics.median(walls)
+        def runs(fn: Callable[[], int] = fn) -> None:
+            for _ in range(args.n):
+                fn()
+
+        t0 = time.perf_counter()
+        pair = [threading.Thread(target=runs) for _ in range(2)]
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join()
+        # 1.0: the two threads took as long as one alone (parallel); 2.0: one after the other.
+        both = (time.perf_counter() - t0) / sum(walls)
         print(f"{name:<20} {len(raw) / 1e6 / w:7.0f} MB/s   wall {w * 1000:6.1f} ms   "
-              f"cpu here {statistics.median(cpus) * 1000:6.1f} ms")
+              f"cpu here {statistics.median(cpus) * 1000:6.1f} ms   "
+              f"two threads x{both:.1f}")
     return 0
+
+
+def _pieces(blob: bytes) -> Callable[[], bytes]:
+    it = iter([blob[i:i + IN] for i in range(0, len(blob), IN)])
+    return lambda: next(it, b"")
 
 
 class _Zstd:

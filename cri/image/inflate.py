@@ -3,11 +3,12 @@ chunks of at most OUT_CHUNK bytes (a compression bomb never sits in memory whole
 
 gzip goes through ISA-L's igzip (the ``isal`` package) when it is installed, else the stdlib's
 zlib. Measured on this project's machines (bench/layer_inflate.py, one 63 MB layer of the
-image_pull "mixed" shape): zlib 2.3 GB/s, isal 6.0 GB/s, zlib-ng 6.0 GB/s, an external unpigz
-0.44 GB/s (what containerd runs; here the pipes cost more than it saves). Of the two fast
-ones only igzip's IgzipDecompressor lets go of the GIL while it works (isal_zlib's and
-zlib-ng's decompressobj do not: two threads take twice as long as one), and the layers of a
-pull are decompressed in parallel threads.
+image_pull "mixed" shape): zlib 2.2 GB/s, isal 5.0-6.0 GB/s, zlib-ng 5.1-6.0 GB/s, an external
+unpigz 0.4-1.0 GB/s (what containerd runs; here its pipes cost more than it saves). Of isal's
+two interfaces IgzipDecompressor is used: like bz2's decompressor it keeps the input it could
+not take yet, where a zlib-style decompressobj hands it back as a fresh unconsumed_tail copy
+on every call; both let go of the GIL while inflating (the layers of a pull inflate in
+parallel threads).
 """
 
 from __future__ import annotations
