@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +21,7 @@ BODY = bytes(range(256)) * 8192  # 2 MiB
 
 
 class _Server:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.seen: list[tuple[str, str]] = []  # (path, Authorization)
         self.stall = threading.Event()
         outer = self
@@ -57,12 +62,15 @@ class _Server:
                 self.end_headers()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def req(self, path: str) -> BlobRequest:
-        return BlobRequest(f"http://127.0.0.1:{self.port}{path}",
+        return BlobRequest(f"{self.scheme}://127.0.0.1:{self.port}{path}",
                            {"Authorization": "Bearer t0k"}, timeout=5)
 
 
@@ -132,3 +140,23 @@ def test_a_connection_closed_early_is_a_broken_download_not_the_end(server: _Ser
                 pass
     finally:
         body.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl binary")
+def test_tls_is_verified_unless_the_registry_is_insecure(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=pycri-test", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server = _Server(ctx)
+    try:
+        req = server.req("/v2/r/blobs/plain")
+        with pytest.raises(RegistryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            open_blob(req)  # a certificate nobody vouches for
+        assert _read_all(dataclasses.replace(req, verify=False)) == BODY
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
