@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import functools
 import io
+import json
 import logging
 import os
 import shutil
@@ -30,8 +31,11 @@ from cri.errors import (
     Unavailable,
 )
 from cri.image import manifest as mf
-from cri.image import pull_meter
+from cri.image import pull_meter, stages
 from cri.image.auth import Credentials
+from cri.image.blob_http import BlobStatus
+from cri.image.layer_fetch import LayerFetch
+from cri.image.layer_slots import FairSlots, default_slots
 from cri.image.reference import (
     DEFAULT_DOMAIN,
     InvalidReference,
@@ -49,6 +53,7 @@ from cri.image.registry import (
     RegistryUnavailable,
 )
 from cri.image.shared import SharedTasks, until_done
+from cri.image.stages import StageClock
 from cri.image.store import ImageRecord, ImageStore, chain_ids
 from cri.image.unpack import LayerStats, LayerTooLarge, UnsafeLayer, unpack_image_layer
 from sandbox.fdio import write_all
@@ -56,7 +61,6 @@ from sandbox.oci.inotify import IN_MOVED_TO, Inotify
 
 log = logging.getLogger(__name__)
 
-LAYER_PARALLELISM = 3
 BLOB_ATTEMPTS = 3
 PROGRESS_EVERY = 5.0  # seconds between progress lines of a large download
 PIPE_BYTES = 1 << 20  # the download-to-unpacker pipe (pipe-max-size's default)
@@ -82,17 +86,17 @@ class _StoppableFile:
         return self.raw.read(n)
 
 
-async def _in_thread(fn: Callable[[], _T], stop: threading.Event | None = None) -> _T:
-    """``fn()`` in a worker thread. If the caller is cancelled, ``stop`` is set and the thread
-    waited for before the cancellation goes on: the caller's cleanup (removing its tmp dir)
-    must not run while the thread still writes there, or while a commit moves a half-removed
-    tree into the store."""
+async def _in_thread(fn: Callable[[], _T], stop: Callable[[], None] | None = None) -> _T:
+    """``fn()`` in a worker thread. If the caller is cancelled, ``stop()`` is called and the
+    thread waited for before the cancellation goes on: the caller's cleanup (removing its tmp
+    dir) must not run while the thread still writes there, or while a commit moves a
+    half-removed tree into the store."""
     job = asyncio.ensure_future(asyncio.to_thread(fn))
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
         if stop is not None:
-            stop.set()
+            stop()
         with contextlib.suppress(asyncio.CancelledError):
             await until_done(job)  # a second cancellation waits for the thread too
         if not job.cancelled():
@@ -142,8 +146,11 @@ class Images:
         # Told the seconds and registry bytes of each pull that succeeded (the metrics).
         self.on_pulled: Callable[[float, int], None] = lambda seconds, received: None
         self._pulls: SharedTasks[ImageRecord] = SharedTasks()
-        self._layer_jobs: SharedTasks[None] = SharedTasks()
-        self._downloads = asyncio.Semaphore(LAYER_PARALLELISM)
+        self._layer_jobs: SharedTasks[StageClock] = SharedTasks()
+        self._slots = FairSlots(default_slots())
+        # Layers committed but not yet known to be on disk, and the task syncing them.
+        self._to_sync: set[str] = set()
+        self._syncing: asyncio.Task[None] | None = None
         self._inotify: Inotify | None = None
 
     def load(self) -> None:
@@ -165,6 +172,8 @@ class Images:
                     log.debug("image record %s (re)loaded", rec.id)
 
     async def close(self) -> None:
+        if self._syncing is not None:
+            await asyncio.shield(self._syncing)  # a clean stop leaves every layer synced
         if self._inotify is not None:
             asyncio.get_running_loop().remove_reader(self._inotify.fd)
             self._inotify.close()
@@ -307,12 +316,13 @@ class Images:
         try:
             # A TaskGroup, not gather: when one layer fails the others are cancelled and
             # waited for, so nothing of the failed pull is still being written afterwards.
+            jobs = []
             try:
                 async with asyncio.TaskGroup() as tg:
                     for i, layer in enumerate(layers):
                         if not self.store.has_layer(chain[i]):
-                            tg.create_task(self._layer(ep, layer, chain[i], cfg.diff_ids[i], creds,
-                                                       str(cand)))
+                            jobs.append(tg.create_task(self._layer(
+                                ep, layer, chain[i], cfg.diff_ids[i], creds, str(cand))))
             except BaseExceptionGroup as group:
                 raise group.exceptions[0] from None
             size = sum(self.store.layer_size(c) for c in chain)  # measured at commit
@@ -323,9 +333,30 @@ class Images:
             self.store.save(rec)
         finally:
             self.store.unpin(chain)
+        self._sync_soon([c for c in chain if self.store.unsynced(c)])
         log.info("pulled %s as %s: %d layers, %.1f MB in %.2fs", cand, rec.id, len(chain),
                  size / 1e6, time.monotonic() - start)
+        if stages.ENABLED:
+            totals = stages.summed([j.result() for j in jobs])
+            totals["pull"] = round(time.monotonic() - start, 4)
+            log.info("pull stages of %s: %s", cand, json.dumps(totals))
         return rec
+
+    def _sync_soon(self, chain: list[str]) -> None:
+        """Layers a pull committed reach the disk after the pull has answered (see
+        ImageStore.commit_layer); pulls finishing meanwhile share the next syncfs."""
+        self._to_sync.update(chain)
+        if self._to_sync and (self._syncing is None or self._syncing.done()):
+            self._syncing = asyncio.ensure_future(self._sync_loop())
+
+    async def _sync_loop(self) -> None:
+        while self._to_sync:
+            batch = set(self._to_sync)
+            self._to_sync.clear()
+            try:
+                await asyncio.to_thread(self.store.sync_layers, batch)
+            except OSError as exc:  # the layers stay marked: dropped after a crash
+                log.warning("syncing %d layers: %s", len(batch), exc)
 
     def _record(self, cand: Reference, config_digest: str, manifest_digest: str,
                 repo_digest: str, chain: list[str], size: int, user: str) -> ImageRecord:
@@ -378,26 +409,28 @@ class Images:
         return bytes(data)
 
     async def _layer(self, ep: Endpoint, desc: mf.Descriptor, chain_id: str, diff_id: str,
-                     creds: Credentials, image: str) -> None:
+                     creds: Credentials, image: str) -> StageClock:
         # Shared by chain id: a pull of another image that needs this layer waits for this
         # job, whose errors name the image of the pull that started it.
-        await self._layer_jobs.run(
+        return await self._layer_jobs.run(
             chain_id, lambda: self._fetch_layer(ep, desc, chain_id, diff_id, creds, image))
 
     async def _fetch_layer(self, ep: Endpoint, desc: mf.Descriptor, chain_id: str, diff_id: str,
-                           creds: Credentials, image: str) -> None:
-        """Download the layer straight into its unpacker, which reads it from a pipe in a worker
-        thread while the bytes arrive: no temp copy of the blob, and a pull costs about the
-        longer of downloading and unpacking, not their sum. Committed only once the blob's
-        digest and size, and the unpacked tar's diff_id, are checked."""
+                           creds: Credentials, image: str) -> StageClock:
+        """Download the layer straight into its unpacker, in a worker thread (or, where the
+        registry client must do the download, through a pipe to one): no temp copy of the
+        blob, and a pull costs about the longer of downloading and unpacking, not their sum.
+        Committed only once the blob's digest and size, and the unpacked tar's diff_id, are
+        checked."""
         tmp = self.store.new_tmp()
+        clock = stages.new_clock()
         try:
-            async with self._downloads:
+            async with self._slots.slot(image):
                 for attempt in range(1, BLOB_ATTEMPTS + 1):
                     unpacked = tmp / f"diff-{attempt}"
                     unpacked.mkdir(mode=0o755)
                     try:
-                        stats = await self._download_and_unpack(ep, desc, unpacked, creds)
+                        stats = await self._download_and_unpack(ep, desc, unpacked, creds, clock)
                         break
                     except RegistryUnavailable as exc:
                         if attempt == BLOB_ATTEMPTS:
@@ -420,15 +453,37 @@ class Images:
             if stats.diff_id != diff_id:
                 raise Internal(f"layer {desc.digest} unpacks to {stats.diff_id}, "
                                f"but the image config says {diff_id}")
+            committing = time.perf_counter()
             await _in_thread(lambda: self.store.commit_layer(chain_id, unpacked))
+            clock.add("commit", time.perf_counter() - committing)
+            return clock
         finally:
             # Waited for even when cancelled meanwhile (a sibling layer failed, the caller
             # gave up): the pull reports its end only once its temp dir is gone.
             await _in_thread(functools.partial(shutil.rmtree, tmp, True))
 
     async def _download_and_unpack(self, ep: Endpoint, desc: mf.Descriptor, dest: Path,
-                                   creds: Credentials) -> LayerStats:
-        """One attempt: the blob is verified as it goes through the pipe. A download error
+                                   creds: Credentials, clock: StageClock) -> LayerStats:
+        """One attempt, in a worker thread that does the GET itself where it can."""
+        req = self.client.blob_request(ep, desc.digest, creds)
+        if req is None:
+            return await self._download_and_unpack_piped(ep, desc, dest, creds)
+        for answered_401 in (False, True):
+            fetch = LayerFetch(req, desc, dest, clock)
+            try:
+                return await _in_thread(fetch.run, fetch.stop)
+            except BlobStatus as exc:
+                if exc.status == 401 and not answered_401:
+                    # A token to get (or renew): the client answers the challenge.
+                    req = await self.client.reauthorized(ep, req, exc.www_authenticate, creds)
+                    continue
+                raise self.client.status_error(exc.status, ep, f"blob {desc.digest}") from None
+        raise AssertionError("unreachable")
+
+    async def _download_and_unpack_piped(self, ep: Endpoint, desc: mf.Descriptor, dest: Path,
+                                         creds: Credentials) -> LayerStats:
+        """One attempt through the registry client: the blob is verified as it goes through
+        the pipe. A download error
         (digest or size included) wins over the truncated stream it leaves the unpacker; the
         unpacker's own error wins over the broken pipe it leaves the download."""
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -446,7 +501,7 @@ class Images:
                     stream = cast(BinaryIO, _StoppableFile(reader, stop))
                     return unpack_image_layer(stream, dest, media_type=desc.media_type)
 
-            unpacking = asyncio.ensure_future(_in_thread(work, stop))
+            unpacking = asyncio.ensure_future(_in_thread(work, stop.set))
             try:
                 verifier = mf.DigestVerifier(desc.digest, desc.size)
                 last_log = time.monotonic()

@@ -203,6 +203,10 @@ def import_images(store: ImageStore, path: Path, extra_tag: str = "") -> list[Im
                 for t in [*image.tags, *([_tag(extra_tag)] if extra_tag else [])]:
                     if t not in rec.repo_tags:
                         rec.repo_tags.append(t)
+                # The image exists once its record does: its layers are on disk by then.
+                unsynced = [c for c in chain if store.unsynced(c)]
+                if unsynced:
+                    store.sync_layers(unsynced)
                 store.put_blob(config_digest, image.config)
                 store.save(rec)
                 done.append(rec)

@@ -9,6 +9,7 @@ it, so the bytes of all pulls add up to what crossed the wire.
 from __future__ import annotations
 
 import contextvars
+import threading
 from dataclasses import dataclass
 
 
@@ -28,7 +29,13 @@ def start() -> PullMeter:
     return meter
 
 
+# Layer worker threads (which inherit the pull's context through asyncio.to_thread) count at
+# once: `+=` on an attribute is not atomic across threads.
+_lock = threading.Lock()
+
+
 def received(n: int) -> None:
     meter = _current.get()
     if meter is not None:
-        meter.received += n
+        with _lock:
+            meter.received += n

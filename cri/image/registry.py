@@ -8,8 +8,9 @@ boundary, into the three failures a caller acts on: not found, auth refused, una
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import httpx
 
@@ -42,6 +43,23 @@ def _withheld(realm: str, ep: Endpoint) -> str:
 
 
 @dataclass(frozen=True)
+class BlobRequest:
+    """A blob GET for a worker thread to send (cri.image.blob_http)."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    verify: bool = True  # TLS certificates checked (not for registries marked insecure)
+    timeout: float = 30.0  # for connecting and for each read
+
+
+def _proxied(host: str) -> bool:
+    proxies = urllib.request.getproxies()
+    if not (proxies.get("https") or proxies.get("http") or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(host.rsplit(":", 1)[0])
+
+
+@dataclass(frozen=True)
 class FetchedManifest:
     body: bytes
     media_type: str
@@ -57,6 +75,11 @@ class RegistryClient:
         self._timeout = timeout
         self._transport = transport
         self._clients: dict[bool, httpx.AsyncClient] = {}
+        # What worked last, per registry host: the base URL (an insecure registry may speak
+        # plain HTTP), and the Authorization header per repository and credentials. A blob
+        # fetched in a worker thread (blob_http) starts from these.
+        self._base_ok: dict[str, str] = {}
+        self._auth_ok: dict[tuple[str, str, str], str] = {}
 
     def _client(self, verify: bool) -> httpx.AsyncClient:
         client = self._clients.get(verify)
@@ -84,10 +107,13 @@ class RegistryClient:
         for base in self._bases(ep):
             client = self._client(verify=not ep.insecure)
             try:
-                return await self._authorized(client, ep, method, base + path, creds, headers,
+                resp = await self._authorized(client, ep, method, base + path, creds, headers,
                                               stream)
             except (httpx.TransportError, httpx.InvalidURL) as exc:
                 last = exc
+            else:
+                self._base_ok[ep.host] = base
+                return resp
         raise RegistryUnavailable(f"registry {ep.host} unreachable: {last}") from last
 
     async def _authorized(self, client: httpx.AsyncClient, ep: Endpoint, method: str, url: str,
@@ -105,6 +131,8 @@ class RegistryClient:
             raise RegistryAuthError(f"{ep.host} asks for authentication this client cannot give")
         req = client.build_request(method, url, headers={**headers, "Authorization": header})
         resp = await client.send(req, stream=stream)
+        if resp.status_code not in (401, 403):
+            self._auth_ok[(ep.host, ep.repository, creds.identity)] = header
         if resp.status_code in (401, 403):
             await resp.aclose()
             if withheld:
@@ -176,7 +204,7 @@ class RegistryClient:
         resp = await self._send(ep, "GET", path, creds or auth.Credentials(),
                                 {"Accept": ACCEPT}, stream=True)
         try:
-            self._check_status(resp, ep, f"manifest {reference}")
+            self._check_status(resp.status_code, ep, f"manifest {reference}")
             body = bytearray()
             async for chunk in resp.aiter_bytes():
                 body += chunk
@@ -196,7 +224,7 @@ class RegistryClient:
         path = f"/v2/{ep.repository}/blobs/{digest}"
         resp = await self._send(ep, "GET", path, creds or auth.Credentials(), {}, stream=True)
         try:
-            self._check_status(resp, ep, f"blob {digest}")
+            self._check_status(resp.status_code, ep, f"blob {digest}")
             async for chunk in resp.aiter_raw():
                 pull_meter.received(len(chunk))
                 yield chunk
@@ -204,6 +232,45 @@ class RegistryClient:
             raise RegistryUnavailable(f"{ep.host}: {exc}") from exc
         finally:
             await resp.aclose()
+
+    def blob_request(self, ep: Endpoint, digest: str, creds: auth.Credentials | None = None
+                     ) -> BlobRequest | None:
+        """How a worker thread can GET the blob itself (cri.image.blob_http): the base URL and
+        Authorization header that worked last for this registry. None when the blob must come
+        through ``blob`` instead: a transport of the caller's own (tests), or an HTTP proxy
+        from the environment (which httpx honours and http.client does not)."""
+        if self._transport is not None or _proxied(ep.host):
+            return None
+        creds = creds or auth.Credentials()
+        headers = {"User-Agent": USER_AGENT}
+        header = self._auth_ok.get((ep.host, ep.repository, creds.identity))
+        if header is not None:
+            headers["Authorization"] = header
+        base = self._base_ok.get(ep.host) or self._bases(ep)[0]
+        return BlobRequest(f"{base}/v2/{ep.repository}/blobs/{digest}", headers,
+                           verify=not ep.insecure, timeout=self._timeout)
+
+    async def reauthorized(self, ep: Endpoint, req: BlobRequest, www_authenticate: str,
+                           creds: auth.Credentials | None = None) -> BlobRequest:
+        """``req`` with the Authorization header answering the 401 it got."""
+        creds = creds or auth.Credentials()
+        challenges = auth.parse_challenges(www_authenticate)
+        header, withheld = await self._answer(self._client(verify=not ep.insecure), ep,
+                                              challenges, auth.scope_for(ep.repository), creds)
+        if header is None or header == req.headers.get("Authorization"):
+            if withheld:
+                raise RegistryAuthError(f"{_withheld(withheld, ep)}; without them {ep.host} "
+                                        f"denied access to {ep.repository}")
+            raise RegistryAuthError(f"{ep.host} refused the credentials for {ep.repository}")
+        return replace(req, headers={**req.headers, "Authorization": header})
+
+    def status_error(self, status: int, ep: Endpoint, what: str) -> RegistryError:
+        """The error for an answer other than 200 (as ``blob`` raises it)."""
+        try:
+            self._check_status(status, ep, what)
+        except RegistryError as exc:
+            return exc
+        return RegistryError(f"{ep.host} answered {status} for {what}")
 
     async def blob_exists(self, ep: Endpoint, digest: str,
                           creds: auth.Credentials | None = None) -> bool:
@@ -213,17 +280,17 @@ class RegistryClient:
         resp = await self._send(ep, "HEAD", path, creds or auth.Credentials(), {})
         if resp.status_code == 404:
             return False
-        self._check_status(resp, ep, f"blob {digest}")
+        self._check_status(resp.status_code, ep, f"blob {digest}")
         return True
 
     @staticmethod
-    def _check_status(resp: httpx.Response, ep: Endpoint, what: str) -> None:
-        if resp.status_code == 200:
+    def _check_status(status: int, ep: Endpoint, what: str) -> None:
+        if status == 200:
             return
-        if resp.status_code == 404:
+        if status == 404:
             raise RegistryNotFound(f"{what} not found in {ep.location}")
-        if resp.status_code in (401, 403):
+        if status in (401, 403):
             raise RegistryAuthError(f"{ep.host} denied access to {ep.repository}")
-        if resp.status_code in (429, 500, 502, 503, 504):
-            raise RegistryUnavailable(f"{ep.host} answered {resp.status_code} for {what}")
-        raise RegistryError(f"{ep.host} answered {resp.status_code} for {what}")
+        if status in (429, 500, 502, 503, 504):
+            raise RegistryUnavailable(f"{ep.host} answered {status} for {what}")
+        raise RegistryError(f"{ep.host} answered {status} for {what}")

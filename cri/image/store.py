@@ -5,6 +5,8 @@ Layout under ``<root>/images``:
   layers/<chain-hex>/diff   one unpacked layer per chain id, shared by every image that has it
   layers/<chain-hex>/link   the layer's short name; l/<short> -> ../layers/<chain-hex>/diff
                             keeps overlay lowerdir strings short enough for 100+ layers
+  layers/<chain-hex>/unsynced  the boot id the layer was written in, until its files are
+                            known to be on disk (see commit_layer)
   records/<id-hex>.json     one image: written last, so an image exists only when complete
   tmp/                      downloads and unpacks in progress; emptied at start-up
 
@@ -26,10 +28,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cri.store.durable import write_atomic, write_json
+from cri.store.durable import syncfs, write_atomic, write_json
 from sandbox import diskusage
 
 log = logging.getLogger(__name__)
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
 
 
 def chain_ids(diff_ids: list[str] | tuple[str, ...]) -> list[str]:
@@ -96,6 +107,8 @@ class ImageStore:
 
     def load(self) -> None:
         """The daemon's start-up: ``open``, then clean what a killed daemon left in flight."""
+        self.layers.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._drop_unsynced()
         self.open()
         if not self._import_running():
             for entry in self.tmp.iterdir():
@@ -126,21 +139,59 @@ class ImageStore:
         path.mkdir(mode=0o700)
         return path
 
-    def commit_layer(self, chain_id: str, unpacked: Path) -> None:
-        """Move a fully unpacked layer into place; ``link`` written last marks it complete."""
+    def commit_layer(self, chain_id: str, unpacked: Path) -> bool:
+        """Move a fully unpacked layer into place; ``link`` written last marks it complete.
+        False if the layer was there already.
+
+        The layer's files are not fsynced here (neither containerd, unless its CRI plugin's
+        image_pull_with_sync_fs is set, nor CRI-O's containers/storage sync a layer before
+        committing it): that would put the disk's write-back of every layer on the pull's
+        path. Instead ``unsynced`` (made durable before ``link``) holds the boot id until
+        ``sync_layers`` has had the filesystem write them out, after the pull. A machine
+        that goes down before that boots with layers whose ``unsynced`` names another boot:
+        ``load`` drops them (and the images using them), rather than run containers on
+        files that may be empty. A daemon restart alone (same boot) loses nothing."""
         final = self.layer_dir(chain_id)
         if self.has_layer(chain_id):
             shutil.rmtree(unpacked, ignore_errors=True)
-            return
+            return False
         shutil.rmtree(final, ignore_errors=True)  # an incomplete earlier attempt
         final.mkdir(mode=0o700)
         os.rename(unpacked, final / "diff")
         usage = diskusage.usage(final / "diff")
         write_json(final / "usage.json", list(usage))
+        write_atomic(final / "unsynced", boot_id().encode())
         short = secrets.token_hex(6)
         os.symlink(f"../layers/{final.name}/diff", self.links / short)
         write_atomic(final / "link", short.encode())
         self.usage[final.name] = usage
+        return True
+
+    def unsynced(self, chain_id: str) -> bool:
+        return (self.layer_dir(chain_id) / "unsynced").exists()
+
+    def sync_layers(self, chain: list[str] | set[str]) -> None:
+        """Have the store's filesystem write out everything (one syncfs, not an fsync per
+        file), then mark ``chain``'s layers as on disk. A layer removed meanwhile is skipped."""
+        syncfs(self.layers)
+        for c in chain:
+            (self.layer_dir(c) / "unsynced").unlink(missing_ok=True)
+
+    def _drop_unsynced(self) -> None:
+        """Layers written in an earlier boot and never synced: removed, so records that use
+        them are dropped when read (their images are pulled again)."""
+        now = boot_id()
+        for d in self.layers.iterdir():
+            try:
+                written_in = (d / "unsynced").read_text().strip()
+            except OSError:
+                continue
+            if written_in != now:
+                log.warning("layer %s was not yet on disk when the machine went down (boot %s); "
+                            "removing it", d.name, written_in or "?")
+                with contextlib.suppress(OSError):
+                    (self.links / (d / "link").read_text()).unlink(missing_ok=True)
+                shutil.rmtree(d, ignore_errors=True)
 
     def lowerdir(self, chain: list[str]) -> str:
         """The overlay lowerdir for an image (topmost layer first), through the short links;

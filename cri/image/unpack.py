@@ -35,17 +35,19 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import BinaryIO, cast
+
+from cri.image.inflate import CorruptStream, Read, decompressed
+from cri.image.stages import NULL_CLOCK, StageClock
+from cri.image.tar_stream import TarStream
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -53,9 +55,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # PAX xattrs a layer may carry; trusted.* (overlay's own namespace) and the rest are ignored.
 ALLOWED_XATTR_PREFIXES = ("user.", "security.capability")
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # what one read of a layer stream asks for
 # A PAX or GNU long-name record is read whole into memory by tarfile: cap it (as Go's
 # archive/tar does) so a layer cannot exhaust memory with one header.
 MAX_META_HEADER = 1 << 20
@@ -71,6 +71,8 @@ MAX_LAYER_ENTRIES = 1_000_000  # tar members (each costs an inode, or metadata w
 _HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS})
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_EXCL: never opens what is there already, a symlink included (the entry is replaced first).
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _META_TYPES = frozenset({tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
                          tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK})
 
@@ -103,111 +105,6 @@ class CappedTarInfo(tarfile.TarInfo):
         return proc(tarfile_)
 
 
-class _HashingReader:
-    """Counts and hashes what tarfile reads from the uncompressed stream."""
-
-    def __init__(self, raw: io.BufferedIOBase | IO[bytes]) -> None:
-        self.raw = raw
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.sha.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self) -> None:
-        # tar streams end with zero blocks tarfile may not read; the diff_id covers them.
-        while self.read(CHUNK):
-            pass
-
-
-class _Peekable(io.RawIOBase):
-    """The stream with its first bytes looked at (to tell the compression) but not consumed."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        head = b""
-        while len(head) < 4:
-            more = raw.read(4 - len(head))
-            if not more:
-                break
-            head += more
-        self.head = head
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        view = memoryview(buf).cast("B")
-        if self.head:
-            n = min(len(self.head), len(view))
-            view[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        data = self.raw.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-
-class _Gunzip(io.RawIOBase):
-    """Concatenated gzip members, decompressed from large reads. gzip.GzipFile reads 8 KiB at a
-    time: thousands of GIL hand-offs per layer, each of which may wait out the switch interval
-    while another thread runs Python (here three 63 MB layers unpacking beside one busy thread
-    took 10.5 s that way, 3.0 s with these reads). zlib checks each member's CRC and length;
-    zero padding between or after members is skipped, as gzip.GzipFile does."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self._z = zlib.decompressobj(wbits=31)
-        self._input = b""  # compressed bytes not yet given to zlib
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        view = memoryview(buf).cast("B")
-        while True:
-            if self._z.eof:  # a member ended: another one, padding, or the end
-                rest = self._z.unused_data.lstrip(b"\0")
-                while not rest:
-                    more = self.raw.read(CHUNK)
-                    if not more:
-                        return 0
-                    rest = more.lstrip(b"\0")
-                self._z = zlib.decompressobj(wbits=31)
-                self._input = rest
-            if not self._input:
-                self._input = self.raw.read(CHUNK)
-                if not self._input:
-                    raise EOFError("gzip stream ended before the end of its last member")
-            out = self._z.decompress(self._input, len(view))
-            self._input = self._z.unconsumed_tail
-            if out:
-                view[: len(out)] = out
-                return len(out)
-
-
-def _decompressed(stream: BinaryIO) -> io.BufferedIOBase | IO[bytes]:
-    """Decompress by magic bytes, as containerd does; the media type is only a label (a layer
-    whose bytes do not match what it claims still has to hash to its diff_id)."""
-    raw = _Peekable(stream)
-    head = raw.head
-    buffered = io.BufferedReader(raw, CHUNK)
-    if head.startswith(GZIP_MAGIC):
-        return io.BufferedReader(_Gunzip(buffered), CHUNK)
-    if head.startswith(ZSTD_MAGIC):
-        try:
-            import zstandard  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise UnsafeLayer("zstd layer, but the 'zstandard' package is not installed") from exc
-        reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
-            buffered, read_size=CHUNK, read_across_frames=True)
-        return reader
-    return buffered
-
-
 def clean_name(name: str) -> str:
     """The entry's path relative to the layer root ('.' for the root); UnsafeLayer if it
     climbs out. A leading '/' is dropped: absolute names are relative to the layer root."""
@@ -231,9 +128,11 @@ def _xattrs(m: tarfile.TarInfo) -> list[tuple[str, bytes]]:
     return out
 
 
-def _fd_meta(fd: int, m: tarfile.TarInfo) -> None:
-    """Owner, mode, xattrs and times of an open file or directory (nothing to follow)."""
-    os.fchown(fd, m.uid, m.gid)
+def _fd_meta(fd: int, m: tarfile.TarInfo, owner: tuple[int, int] | None = None) -> None:
+    """Owner, mode, xattrs and times of an open file or directory (nothing to follow).
+    ``owner`` is who made ``fd`` (the unpacker's uid and gid): no chown to that."""
+    if (m.uid, m.gid) != owner:
+        os.fchown(fd, m.uid, m.gid)
     os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid and capabilities
     for attr, raw in _xattrs(m):
         os.setxattr(fd, attr, raw)
@@ -327,6 +226,7 @@ class _Unpacker:
         self.tree = tree
         self.max_bytes = max_bytes
         self.written = 0
+        self.owner = (os.geteuid(), os.getegid())  # what new entries belong to already
         # Directory metadata, applied once all entries are in (children change mtimes).
         self.dir_meta: dict[str, tarfile.TarInfo] = {}
 
@@ -340,7 +240,7 @@ class _Unpacker:
         if self.tree.remove(fd, name):
             self._forget(rel)
 
-    def entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    def entry(self, tar: TarStream, m: tarfile.TarInfo) -> None:
         rel = clean_name(m.name)
         base = posixpath.basename(rel)
         if base.startswith(WHITEOUT_PREFIX):
@@ -357,7 +257,7 @@ class _Unpacker:
         finally:
             os.close(fd)
 
-    def _create(self, tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str, fd: int,
+    def _create(self, tar: TarStream, m: tarfile.TarInfo, rel: str, fd: int,
                 name: str) -> None:
         if m.isdir():
             try:
@@ -373,24 +273,10 @@ class _Unpacker:
         if m.islnk():
             self._hardlink(m, fd, name, rel)
             return
-        self._replace(fd, name, rel)
         if m.isreg():
-            if self.max_bytes is not None and self.written + m.size > self.max_bytes:
-                raise LayerTooLarge(f"entry {m.name!r}: layer unpacks to more than "
-                                  f"{self.max_bytes} bytes")
-            src = tar.extractfile(m)
-            assert src is not None
-            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                          | os.O_CLOEXEC, 0o600, dir_fd=fd)
-            try:
-                with open(out, "wb", closefd=False) as dst:
-                    while chunk := src.read(CHUNK):
-                        dst.write(chunk)
-                        self.written += len(chunk)
-                _fd_meta(out, m)
-            finally:
-                os.close(out)
+            self._file(tar, m, rel, fd, name)
             return
+        self._replace(fd, name, rel)
         if m.issym():
             os.symlink(m.linkname, name, dir_fd=fd)
             os.chown(name, m.uid, m.gid, dir_fd=fd, follow_symlinks=False)
@@ -408,6 +294,37 @@ class _Unpacker:
             os.utime(name, (m.mtime, m.mtime), dir_fd=fd, follow_symlinks=False)
             return
         raise UnsafeLayer(f"entry {m.name!r}: unsupported tar entry type {m.type!r}")
+
+    def _file(self, tar: TarStream, m: tarfile.TarInfo, rel: str, fd: int, name: str) -> None:
+        if self.max_bytes is not None and self.written + m.size > self.max_bytes:
+            raise LayerTooLarge(f"entry {m.name!r}: layer unpacks to more than "
+                                f"{self.max_bytes} bytes")
+        try:
+            out = os.open(name, _NEW_FILE, 0o600, dir_fd=fd)
+        except FileExistsError:  # a later entry replaces an earlier one
+            self._replace(fd, name, rel)
+            out = os.open(name, _NEW_FILE, 0o600, dir_fd=fd)
+        try:
+            # tarfile's sparse map (typeshed types it as an int): (offset, size) pieces.
+            sparse = cast("list[tuple[int, int]] | None", m.sparse)
+            if sparse is None:
+                self._copy(tar, m.size, out)
+            else:  # the data holds the non-hole pieces in order; the holes stay unwritten
+                for offset, size in sparse:
+                    os.lseek(out, offset, os.SEEK_SET)
+                    self._copy(tar, size, out)
+                os.ftruncate(out, m.size)
+            _fd_meta(out, m, self.owner)
+        finally:
+            os.close(out)
+
+    def _copy(self, tar: TarStream, n: int, out: int) -> None:
+        """``n`` bytes of the member's data into ``out``, straight from the decompressor's
+        chunks (os.write of views: no copy in Python, the GIL let go while the kernel copies)."""
+        for view in tar.data(n):
+            while view:
+                view = view[os.write(out, view):]
+        self.written += n
 
     def _hardlink(self, m: tarfile.TarInfo, fd: int, name: str, rel: str) -> None:
         try:
@@ -485,52 +402,91 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, media_type: str = "",
     caps tar members, ``max_bytes`` the regular-file bytes written. Raises UnsafeLayer for a
     layer that breaks a rule or cannot be read; the caller removes ``dest`` then.
     """
-    reader = _HashingReader(_decompressed(stream))
+    return unpack_stream(lambda: stream.read(CHUNK), dest, media_type=media_type,
+                         max_entries=max_entries, max_bytes=max_bytes)
+
+
+def _hashed(chunks: Iterator[bytes], sha: hashlib._Hash, clock: StageClock,
+            counted: list[int]) -> Iterator[bytes]:
+    """The decompressed chunks, hashed and counted (the diff_id covers every byte, the zero
+    blocks after the end of the archive included)."""
+    while True:
+        clock.enter("inflate")
+        try:
+            chunk = next(chunks, None)
+        finally:
+            clock.leave()
+        if chunk is None:
+            return
+        clock.enter("hash_tar")
+        sha.update(chunk)
+        clock.leave()
+        counted[0] += len(chunk)
+        yield chunk
+
+
+def unpack_stream(read: Read, dest: Path, *, media_type: str = "",
+                  max_entries: int | None = None, max_bytes: int | None = None,
+                  clock: StageClock = NULL_CLOCK) -> LayerStats:
+    """unpack_layer from ``read``, which gives the next piece of the layer blob (b"" at its
+    end) in whatever sizes it has them. Errors ``read`` raises go through as they are."""
+    sha = hashlib.sha256()
+    counted = [0]
     tree = _Tree(dest)
     unpacker = _Unpacker(tree, max_bytes)
     entries = 0
     try:
         try:
-            # Reads of CHUNK, not tarfile's 10 KiB records, for the same reason as _Gunzip.
-            with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
-                              tarinfo=CappedTarInfo, bufsize=CHUNK) as tar:
-                while (member := tar.next()) is not None:
-                    tar.members.clear()  # stream mode keeps every member otherwise
-                    entries += 1
-                    if max_entries is not None and entries > max_entries:
-                        raise LayerTooLarge(f"layer has more than {max_entries} entries")
-                    try:
-                        unpacker.entry(tar, member)
-                    except UnsafeLayer:
+            chunks = _hashed(decompressed(read), sha, clock, counted)
+            tar = TarStream(chunks, CappedTarInfo)
+            while True:
+                clock.enter("tar")
+                try:
+                    member = tar.next()
+                finally:
+                    clock.leave()
+                if member is None:
+                    break
+                entries += 1
+                if max_entries is not None and entries > max_entries:
+                    raise LayerTooLarge(f"layer has more than {max_entries} entries")
+                clock.enter("write")
+                try:
+                    unpacker.entry(tar, member)
+                except UnsafeLayer:
+                    raise
+                except OSError as exc:
+                    if exc.errno in _HOST_ERRNOS:
                         raise
-                    except OSError as exc:
-                        if exc.errno in _HOST_ERRNOS:
-                            raise
-                        raise UnsafeLayer(f"entry {member.name!r}: {exc}") from exc
-                    except ValueError as exc:  # e.g. a NUL inside a PAX linkpath
-                        raise UnsafeLayer(f"entry {member.name!r}: invalid name or link "
-                                          f"target ({exc})") from exc
-            reader.drain()
+                    raise UnsafeLayer(f"entry {member.name!r}: {exc}") from exc
+                except ValueError as exc:  # e.g. a NUL inside a PAX linkpath
+                    raise UnsafeLayer(f"entry {member.name!r}: invalid name or link "
+                                      f"target ({exc})") from exc
+                finally:
+                    clock.leave()
+            for _ in chunks:  # tar streams end with zero blocks the reader may not reach
+                pass
         except UnsafeLayer:
             raise
-        except (tarfile.TarError, EOFError, zlib.error) as exc:
+        except (tarfile.TarError, CorruptStream) as exc:
             raise UnsafeLayer(f"layer{_label(media_type)} is not a readable tar stream: "
                               f"{exc}") from exc
-        except Exception as exc:
-            # zstandard.ZstdError, without importing zstandard for other layers.
-            if not type(exc).__module__.startswith("zstandard"):
-                raise
-            raise UnsafeLayer(f"layer{_label(media_type)} is not a readable zstd stream: "
-                              f"{exc}") from exc
+        clock.enter("write")
         unpacker.finish_dirs()
+        clock.leave()
     finally:
         tree.close()
-    return LayerStats(f"sha256:{reader.sha.hexdigest()}", reader.size, entries,
-                      unpacker.written)
+    return LayerStats(f"sha256:{sha.hexdigest()}", counted[0], entries, unpacker.written)
 
 
 def unpack_image_layer(stream: BinaryIO, dest: Path, *, media_type: str = "") -> LayerStats:
     """unpack_layer with the image store's limits, MAX_LAYER_ENTRIES and MAX_LAYER_BYTES: what
     pulls and imports use. LayerTooLarge when a layer crosses them."""
-    return unpack_layer(stream, dest, media_type=media_type, max_entries=MAX_LAYER_ENTRIES,
-                        max_bytes=MAX_LAYER_BYTES)
+    return unpack_image_stream(lambda: stream.read(CHUNK), dest, media_type=media_type)
+
+
+def unpack_image_stream(read: Read, dest: Path, *, media_type: str = "",
+                        clock: StageClock = NULL_CLOCK) -> LayerStats:
+    """unpack_stream with the image store's limits (read when called)."""
+    return unpack_stream(read, dest, media_type=media_type, max_entries=MAX_LAYER_ENTRIES,
+                         max_bytes=MAX_LAYER_BYTES, clock=clock)

@@ -11,6 +11,7 @@ these disks, on the path of every container operation.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 from pathlib import Path
@@ -62,3 +63,21 @@ def sync_paths(paths: list[Path]) -> None:
 def make_private_dir(path: Path) -> None:
     """A 0700 directory (state dirs are never readable by others)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def syncfs(path: Path) -> None:
+    """syncfs(2): write out everything cached for the filesystem ``path`` is on (the dirty
+    data of every file on it, not only ours; os has no binding for it)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)

@@ -17,14 +17,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cri.errors import FailedPrecondition, Internal, InvalidArgument, Unavailable
+from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, Unavailable
 from cri.image import images as images_mod
+from cri.image import layer_fetch, unpack
 from cri.image import manifest as m
-from cri.image import unpack
 from cri.image.auth import Credentials
+from cri.image.blob_http import BlobBody
 from cri.image.images import Images
 from cri.image.registries_conf import Endpoint
-from cri.image.registry import RegistryUnavailable
+from cri.image.registry import BlobRequest, RegistryUnavailable
 from cri.image.store import ImageRecord
 from tests.fixtures.images import push_image, tar_layer
 from tests.fixtures.registry import LocalRegistry
@@ -174,7 +175,7 @@ def test_a_cancelled_caller_waits_for_its_worker_thread() -> None:
         raise RuntimeError("stopped")
 
     async def scenario() -> None:
-        task = asyncio.ensure_future(images_mod._in_thread(work, stop))
+        task = asyncio.ensure_future(images_mod._in_thread(work, stop.set))
         await asyncio.to_thread(started.wait)
         task.cancel()
         await asyncio.sleep(0.01)
@@ -197,18 +198,41 @@ def test_a_stopped_unpack_ends_at_its_next_read(tmp_path: Path) -> None:
     assert list(dest.iterdir()) == []
 
 
+# A layer is downloaded by its worker thread (blob_http) or, where the registry client has
+# to do it (a proxy, a transport of its own), by the event loop through a pipe: both ways are
+# tested.
+PATHS = ["thread", "piped"]
+
+
 class _Flaky:
-    """Wraps RegistryClient.blob for the blobs ``only`` names: their first ``breaks`` downloads
-    stop after the first chunk with a transient error; ``corrupt`` flips a byte of it."""
+    """Breaks the downloads of the blobs ``only`` names: their first ``breaks`` downloads stop
+    after the first chunk with a transient error; ``corrupt`` flips a byte of it. In the
+    worker thread's GET (``thread``) or in RegistryClient.blob (``piped``)."""
 
     def __init__(self, images: Images, only: list[str], *, breaks: int = 0,
-                 corrupt: bool = False) -> None:
+                 corrupt: bool = False, path: str = "piped",
+                 monkeypatch: pytest.MonkeyPatch | None = None) -> None:
         self.real = images.client.blob
         self.only = set(only)
         self.breaks = breaks
         self.corrupt = corrupt
         self.calls: dict[str, int] = {}
-        images.client.blob = self.blob  # type: ignore[method-assign]
+        if path == "piped":
+            images.client.blob_request = lambda *a, **k: None  # type: ignore[method-assign]
+            images.client.blob = self.blob  # type: ignore[method-assign]
+        else:
+            assert monkeypatch is not None
+            real_open = layer_fetch.open_blob
+
+            def open_blob(req: BlobRequest) -> BlobBody:
+                digest = req.url.rsplit("/", 1)[1]
+                self.calls[digest] = self.calls.get(digest, 0) + 1
+                body = real_open(req)
+                if digest not in self.only:
+                    return body
+                return _FlakyBody(self, body, self.calls[digest] <= self.breaks)  # type: ignore[return-value]
+
+            monkeypatch.setattr(layer_fetch, "open_blob", open_blob)
 
     async def blob(self, ep: Endpoint, digest: str, creds: Credentials | None = None
                    ) -> AsyncIterator[bytes]:
@@ -223,18 +247,43 @@ class _Flaky:
             first = False
 
 
+class _FlakyBody:
+    def __init__(self, flaky: _Flaky, body: BlobBody, breaks: bool) -> None:
+        self.flaky = flaky
+        self.body = body
+        self.breaks = breaks
+        self.reads = 0
+
+    def read(self) -> bytes:
+        self.reads += 1
+        if self.reads > 1 and self.breaks:
+            raise RegistryUnavailable("127.0.0.1: connection reset (test)")
+        chunk = self.body.read()
+        if self.reads == 1 and self.flaky.corrupt:
+            chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
+        return chunk
+
+    def abort(self) -> None:
+        self.body.abort()
+
+    def close(self) -> None:
+        self.body.close()
+
+
 def _big_layer() -> bytes:
     # Several pipe-fulls, so the unpacker is reading while the download goes on.
     return tar_layer({"data/blob": os.urandom(3 << 20), "data/after": b"tail"})
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_a_download_broken_mid_layer_is_retried_from_a_clean_unpack(
-        tmp_path: Path, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch,
+        path: str) -> None:
     monkeypatch.setattr(asyncio, "sleep", _no_sleep)  # the back-off
     layer = _big_layer()
     pushed = push_image(registry, "flaky/once", "v1", [layer])
     images = _images(tmp_path, registry)
-    flaky = _Flaky(images, pushed.layer_digests, breaks=1)
+    flaky = _Flaky(images, pushed.layer_digests, breaks=1, path=path, monkeypatch=monkeypatch)
     rec = _pull(images, f"{registry.host}/flaky/once:v1")
     assert rec.id == pushed.image_id
     assert flaky.calls[pushed.layer_digests[0]] == 2
@@ -242,25 +291,31 @@ def test_a_download_broken_mid_layer_is_retried_from_a_clean_unpack(
     assert (diff / "data" / "after").read_bytes() == b"tail"
     assert sorted(p.name for p in (diff / "data").iterdir()) == ["after", "blob"]
     assert list(images.store.tmp.iterdir()) == []
+    # Written out after the pull answered (close waits for it): no layer left marked.
+    assert not any(images.store.unsynced(c) for c in rec.chain_ids)
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_a_registry_that_keeps_breaking_is_unavailable_and_leaves_nothing(
-        tmp_path: Path, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch,
+        path: str) -> None:
     monkeypatch.setattr(asyncio, "sleep", _no_sleep)
     pushed = push_image(registry, "flaky/always", "v1", [_big_layer()])
     images = _images(tmp_path, registry)
-    flaky = _Flaky(images, pushed.layer_digests, breaks=99)
+    flaky = _Flaky(images, pushed.layer_digests, breaks=99, path=path, monkeypatch=monkeypatch)
     with pytest.raises(Unavailable, match="connection reset"):
         _pull(images, f"{registry.host}/flaky/always:v1")
     assert flaky.calls[pushed.layer_digests[0]] == images_mod.BLOB_ATTEMPTS
     _assert_nothing_left(images)
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_a_blob_that_does_not_match_its_digest_is_refused_and_leaves_nothing(
-        tmp_path: Path, registry: LocalRegistry) -> None:
+        tmp_path: Path, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch,
+        path: str) -> None:
     pushed = push_image(registry, "flaky/corrupt", "v1", [_big_layer()])
     images = _images(tmp_path, registry)
-    _Flaky(images, pushed.layer_digests, corrupt=True)
+    _Flaky(images, pushed.layer_digests, corrupt=True, path=path, monkeypatch=monkeypatch)
     with pytest.raises(Internal, match=f"layer {pushed.layer_digests[0]}.*digest") as err:
         _pull(images, f"{registry.host}/flaky/corrupt:v1")
     assert err.value.code is not None
@@ -297,3 +352,67 @@ def test_each_pull_reports_its_time_and_the_bytes_it_received(
     asyncio.run(scenario())
     assert [received for _, received in reports] == [small + layers, small]
     assert all(seconds > 0 for seconds, _ in reports)
+
+
+def test_a_layer_get_refused_for_want_of_a_token_is_answered_and_sent_again(
+        tmp_path: Path, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fixtures.token_registry import TokenRegistry
+
+    pushed = push_image(registry, "private/layer", "v1", [tar_layer({"a": b"1"})])
+    front = TokenRegistry(registry, {"alice": "s3cret"})
+    front.start()
+    try:
+        images = _images(tmp_path, registry)
+        (tmp_path / "registries.conf").write_text(
+            f'[[registry]]\nlocation = "{front.host}"\ninsecure = true\n')
+        real = images.client.blob_request
+        sent: list[str] = []
+
+        def without_token(*args: object, **kwargs: object) -> BlobRequest | None:
+            req = real(*args, **kwargs)  # type: ignore[arg-type]
+            assert req is not None
+            sent.append(req.headers.pop("Authorization", ""))  # as if it had none yet
+            return req
+
+        monkeypatch.setattr(images.client, "blob_request", without_token)
+
+        async def scenario() -> ImageRecord:
+            try:
+                return await images.pull(f"{front.host}/private/layer:v1",
+                                         Credentials(username="alice", password="s3cret"))
+            finally:
+                await images.close()
+
+        rec = asyncio.run(scenario())
+        assert rec.id == pushed.image_id and sent and sent[0].startswith("Bearer ")
+        assert (images.store.layer_dir(rec.chain_ids[0]) / "diff" / "a").read_bytes() == b"1"
+    finally:
+        front.stop()
+
+
+def test_a_deadline_mid_layer_stops_the_worker_thread_and_leaves_nothing(
+        tmp_path: Path, registry: LocalRegistry) -> None:
+    from tests.fixtures.token_registry import TokenRegistry
+
+    push_image(registry, "slow/layer", "v1", [_big_layer()])
+    front = TokenRegistry(registry, None, throttle=0.05)  # 64 KiB every 50 ms: ~3 s a layer
+    front.start()
+    try:
+        images = _images(tmp_path, registry)
+        (tmp_path / "registries.conf").write_text(
+            f'[[registry]]\nlocation = "{front.host}"\ninsecure = true\n')
+
+        async def scenario() -> None:
+            try:
+                await images.pull(f"{front.host}/slow/layer:v1", Credentials(), deadline=0.5)
+            finally:
+                await images.close()
+
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            asyncio.run(scenario())
+        assert front.blob_started.is_set()  # it was in the middle of the layer
+        assert time.monotonic() - started < 2.5  # the blocked read was ended, not waited out
+        _assert_nothing_left(images)
+    finally:
+        front.stop()

@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
+
+from cri.image import store as store_mod
 from cri.image.store import ImageRecord, ImageStore, chain_ids
 
 A = "sha256:" + "a" * 64
@@ -26,14 +29,19 @@ def _layer(store: ImageStore, chain_id: str, content: str) -> None:
     tmp.rmdir()
 
 
-def test_layers_are_shared_and_freed_with_their_last_image(tmp_path: Path) -> None:
-    store = ImageStore(tmp_path)
+def _two_layers(root: Path) -> tuple[ImageStore, list[str], ImageRecord]:
+    """A store with layers "lower" and "upper" and a record of the image made of both."""
+    store = ImageStore(root)
     store.load()
     chain = chain_ids([A, B])
     for c, text in zip(chain, ("lower", "upper"), strict=True):
         _layer(store, c, text)
-    one = ImageRecord(id="sha256:" + "1" * 64, config_digest="sha256:" + "1" * 64,
-                      manifest_digest="sha256:" + "2" * 64, chain_ids=chain)
+    return store, chain, ImageRecord(id="sha256:" + "1" * 64, config_digest="sha256:" + "1" * 64,
+                                     manifest_digest="sha256:" + "2" * 64, chain_ids=chain)
+
+
+def test_layers_are_shared_and_freed_with_their_last_image(tmp_path: Path) -> None:
+    store, chain, one = _two_layers(tmp_path)
     two = ImageRecord(id="sha256:" + "3" * 64, config_digest="sha256:" + "3" * 64,
                       manifest_digest="sha256:" + "4" * 64, chain_ids=chain[:1])
     store.put_blob(one.config_digest, b"{}")
@@ -123,3 +131,29 @@ def test_name_of_an_image_for_container_status() -> None:
     assert name_of(rec) == f"docker.io/library/busybox@sha256:{'b' * 64}"
     rec.repo_digests = []
     assert name_of(rec, "busybox") == ""
+
+
+def test_layers_not_yet_on_disk_when_the_machine_went_down_are_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-1\n")
+    monkeypatch.setattr(store_mod, "BOOT_ID", boot)
+    store, chain, rec = _two_layers(tmp_path / "images")
+    store.save(rec)
+    assert store.unsynced(chain[0]) and store.unsynced(chain[1])
+    assert (store.layer_dir(chain[0]) / "unsynced").read_text() == "boot-1"
+    store.sync_layers([chain[0]])
+    assert not store.unsynced(chain[0]) and store.unsynced(chain[1])
+
+    same_boot = ImageStore(tmp_path / "images")  # the daemon restarted: nothing was lost
+    same_boot.load()
+    assert rec.id in same_boot.images and same_boot.has_layer(chain[1])
+
+    boot.write_text("boot-2\n")  # the machine went down before the upper layer was synced
+    rebooted = ImageStore(tmp_path / "images")
+    rebooted.load()
+    assert rebooted.images == {} and list(rebooted.records.iterdir()) == []
+    assert not rebooted.has_layer(chain[1])
+    # The synced lower layer went with the garbage: no image uses it any more.
+    assert sorted(p.name for p in rebooted.layers.iterdir()) == []
+    assert list(rebooted.links.iterdir()) == []

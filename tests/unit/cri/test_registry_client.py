@@ -230,3 +230,23 @@ def test_blob_exists(registry: LocalRegistry) -> None:
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_blob_requests_for_worker_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
+                "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    ep = Endpoint("registry.example:5000/team/app", insecure=False, mirror=False)
+    req = RegistryClient(timeout=7).blob_request(ep, "sha256:" + "a" * 64)
+    assert req is not None
+    assert req.url == f"https://registry.example:5000/v2/team/app/blobs/sha256:{'a' * 64}"
+    assert req.verify and req.timeout == 7 and "Authorization" not in req.headers
+    # A proxy from the environment (which httpx honours, http.client does not), or a
+    # transport of the caller's own: the download goes through the client itself.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert RegistryClient().blob_request(ep, "sha256:" + "a" * 64) is None
+    monkeypatch.setenv("NO_PROXY", "registry.example")
+    assert RegistryClient().blob_request(ep, "sha256:" + "a" * 64) is not None
+    monkeypatch.delenv("HTTPS_PROXY")
+    own = RegistryClient(transport=httpx.MockTransport(lambda r: httpx.Response(404)))
+    assert own.blob_request(ep, "sha256:" + "a" * 64) is None

@@ -397,3 +397,20 @@ def test_image_layers_are_unpacked_within_the_module_limits(
     with pytest.raises(LayerTooLarge, match=r"'big'.*more than 999 bytes"):
         unpack_image_layer(io.BytesIO(big), tmp_path / "big")
     assert not (tmp_path / "big" / "big").exists()
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "posix"])
+def test_sparse_files_are_unpacked_exactly(tmp_path: Path, fmt: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with (src / "sparse").open("wb") as f:
+        f.write(b"start")
+        f.seek(2 << 20)
+        f.write(b"middle")
+        f.truncate(5 << 20)  # a hole at the end too
+    tar = subprocess.run(["tar", "-c", "-S", f"--format={fmt}", "-C", str(src), "sparse"],
+                         capture_output=True, check=True).stdout
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    unpack_layer(io.BytesIO(gzip.compress(tar)), dest)
+    assert (dest / "sparse").read_bytes() == (src / "sparse").read_bytes()
