@@ -41,16 +41,21 @@ for archive in $images; do
   ln "$archive" "$ctx/images/" 2>/dev/null || cp "$archive" "$ctx/images/"
 done
 
+# The wheel is built from a copy of the checkout's files (tracked ones, as they are now), so
+# that setuptools' build/ and egg-info land there and not in the checkout.
 python=python3
-[ -x .venv/bin/python ] && python=.venv/bin/python
+[ -x .venv/bin/python ] && python=$repo/.venv/bin/python
+mkdir -p "$ctx/src"
+git ls-files -z | tar --null -T - -cf - | tar -C "$ctx/src" -xf -
 if [ -n "$offline" ]; then
   say "wheels of pycri and its dependencies (pip wheel)"
-  "$python" -m pip wheel -q -w "$ctx/wheels" . >&2
+  (cd "$ctx/src" && "$python" -m pip wheel -q -w "$ctx/wheels" .) >&2
   : >"$ctx/wheels/OFFLINE"
 else
   say "pycri's wheel (pip wheel --no-deps)"
-  "$python" -m pip wheel -q --no-deps -w "$ctx/wheels" . >&2
+  (cd "$ctx/src" && "$python" -m pip wheel -q --no-deps -w "$ctx/wheels" .) >&2
 fi
+rm -rf "$ctx/src"
 
 say "docker build -t $tag ${base:+(base $base)}"
 docker build -q -f kind/Dockerfile ${base:+--build-arg "BASE=$base"} -t "$tag" "$ctx" >&2
