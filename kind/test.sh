@@ -191,7 +191,8 @@ say "cluster images (hack/k8s/images.py)"
 refs=$("$kubeadm" config images list --kubernetes-version "$k8s" 2>/dev/null)
 archives=$(python3 hack/k8s/images.py --cache "$(dirname "$k8s_dir")" --bin "$k8s_dir" \
   --bin "$(echo "$bins" | grep '/etcd$')" --bin "$(echo "$bins" | grep '/coredns$')" \
-  $refs "$test_image" | awk '{ print $2 }')
+  $refs "$test_image")
+archives=$(echo "$archives" | awk '{ print $2 }')
 
 # --- what the clean-up compares with -------------------------------------------------------------
 
