@@ -185,8 +185,8 @@ if [ -n "$teardown_only" ]; then
   trap cleanup EXIT
   exit 0
 fi
-if [ -n "$(dockerd_pid)" ] && kill -0 "$(dockerd_pid)" 2>/dev/null; then
-  say "a dockerd of an earlier run still runs ($run/dockerd.pid): sh kind/test.sh --teardown first"
+if [ -d "$state" ] || [ -d "$run" ]; then
+  say "$state or $run is left from an earlier run: sh kind/test.sh --teardown first"
   exit 2
 fi
 
@@ -207,7 +207,7 @@ sh hack/install.sh >&2
 python=$repo/.venv/bin/python
 # critest, ginkgo and the registry's storage with critest's images (hack/critest.sh's caches).
 sh hack/critest.sh --prepare >&2
-critest_tools=$(ls -d "$repo"/.cache/tools/cri-tools-*/ | tail -1)
+critest_tools=$repo/.cache/tools/cri-tools-${PYCRI_CRI_TOOLS_VERSION:-v1.37.0}
 registry_tar=$(ls -t "$repo"/.cache/critest/images-*.tar | head -1)
 say "cluster images (hack/k8s/images.py)"
 refs=$("$kubeadm" config images list --kubernetes-version "$k8s" 2>/dev/null)
@@ -221,7 +221,7 @@ archives=$(echo "$archives" | awk '{ print $2 }')
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
-rm -rf "$logs" "$state" "$run"
+rm -rf "$logs"
 mkdir -p "$logs" "$state/cni" "$state/smoke" "$run"
 chmod 700 "$state" "$run"
 links >"$state/links.before"
