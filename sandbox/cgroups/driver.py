@@ -109,7 +109,17 @@ class CgroupfsDriver:
         await asyncio.to_thread(cgroups.remove_pod_cgroup, path)
 
     async def place_monitor(self, pid: int, ctr_id: str, pod: str) -> None:
-        if self.conmon_cgroup:
+        if not self.conmon_cgroup:
+            return
+        try:
+            cgroups.add_pid(self.conmon_cgroup, pid)
+        except CgroupError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
+            # Made at start-up, but removed since by someone else: on a cgroup v1 kind node
+            # systemd's daemon-reload (kubeadm's, before it starts the kubelet) removes it from
+            # the blkio hierarchy, which systemd does not use there. Made again, once.
+            await asyncio.to_thread(cgroups.create_leaf_cgroup, self.conmon_cgroup)
             cgroups.add_pid(self.conmon_cgroup, pid)
 
 

@@ -4,12 +4,16 @@ runs this folder by its path; a bare `pytest` leaves it out, see pyproject.toml)
 The script hands over, in the environment: KUBECONFIG (the cluster's admin.conf),
 PYCRI_CLUSTER_KUBECTL (kubectl of the same release), PYCRI_CLUSTER_IMAGE (a busybox image it
 imported into pycri) and PYCRI_CLUSTER_HOSTPATH (a folder of the node the pods may write to);
-PYCRI_CLUSTER_PODS, if set, is where `kubectl get pods -A -o wide` is written at the end.
+PYCRI_CLUSTER_PODS, if set, is where `kubectl get pods -A -o wide` is written at the end;
+PYCRI_CLUSTER_NODE_EXEC, if set, is the command that runs a command on the node when this test
+runs elsewhere (kind/test.sh: `docker exec NODE`; the node must see PYCRI_CLUSTER_HOSTPATH at the
+same path).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -33,7 +37,8 @@ def cluster() -> Iterator[Cluster]:
              lambda: exists(lambda: core.read_namespaced_service_account("default", ns)))
     yield Cluster(core, client.AppsV1Api(), client.DiscoveryV1Api(), ns,
                   need("PYCRI_CLUSTER_IMAGE"), need("PYCRI_CLUSTER_KUBECTL"),
-                  Path(need("PYCRI_CLUSTER_HOSTPATH")))
+                  Path(need("PYCRI_CLUSTER_HOSTPATH")),
+                  tuple(shlex.split(os.environ.get("PYCRI_CLUSTER_NODE_EXEC", ""))))
     listing = os.environ.get("PYCRI_CLUSTER_PODS", "")
     if listing:  # what ran, for the script's summary, before it goes
         with open(listing, "wb") as out:

@@ -13,14 +13,12 @@ import ipaddress
 import os
 import re
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from tests.cluster.helpers import Cluster, exists, wait_for
+from tests.cluster.helpers import Cluster, exists, http_get, node_get, wait_for
 
 POD_SUBNET = ipaddress.ip_network("10.244.0.0/24")
 WEB_PORT = 8080
@@ -99,19 +97,8 @@ def service_ip(cluster: Cluster, web: str) -> str:
     ip = str(svc.spec.cluster_ip)
     # kube-proxy writes its rules a moment after the endpoints change: until then the
     # ClusterIP answers with a reject.
-    wait_for("kube-proxy's rules for web", lambda: http_get(f"http://{ip}/", quiet=True))
+    wait_for("kube-proxy's rules for web", lambda: node_get(c, f"http://{ip}/", quiet=True))
     return ip
-
-
-def http_get(url: str, quiet: bool = False) -> str | None:
-    """The body of a GET to url; None for a refused connection when quiet."""
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return str(resp.read().decode().strip())
-    except (ConnectionRefusedError, urllib.error.URLError):
-        if quiet:
-            return None
-        raise
 
 
 def ready_endpoints(c: Cluster, service: str) -> list[str]:
@@ -153,7 +140,7 @@ def test_service_reaches_every_pod_from_the_node(cluster: Cluster, web: str,
     names = {p.metadata.name for p in wait_for("3 replicas", lambda: ready_replicas(cluster, web, 3))}
     seen: set[str] = set()
     for _ in range(100):  # kube-proxy picks a backend at random: all 3 show up long before
-        seen.add(str(http_get(f"http://{service_ip}/")))
+        seen.add(str(node_get(cluster, f"http://{service_ip}/")))
         if seen >= names:
             break
     assert seen == names

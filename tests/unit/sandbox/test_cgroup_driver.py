@@ -4,14 +4,20 @@ rules of both drivers. The D-Bus side runs for real in the node guest (hack/node
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sandbox import cgroups
 from sandbox.cgroups import Resources
 from sandbox.cgroups.driver import CgroupfsDriver, SystemdDriver
 from sandbox.cgroups.systemd import Property, UnitExists
 from sandbox.errors import CgroupError
+from tests.unit.sandbox.oci.cgroup_cleanup import remove_cgroup_tree
 
 
 class FakeSystemd:
@@ -93,3 +99,23 @@ def test_container_cgroups_per_driver() -> None:
         "/kubepods/podu1/pycri-c1"
     with pytest.raises(CgroupError):
         SystemdDriver(FakeSystemd(), "pod").container_cgroup("kubepods-podu1.slice", "../x")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/sys/fs/cgroup").is_dir(),
+                    reason="needs root and a cgroup tree")
+def test_a_conmon_cgroup_removed_after_start_is_made_again() -> None:
+    # As systemd's daemon-reload does on a cgroup v1 kind node (blkio, which it does not use).
+    name = f"/pycri-test-{secrets.token_hex(4)}-conmon"
+    driver = CgroupfsDriver(name)
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        run(driver.start())
+        dirs = cgroups.pod_cgroup_dirs(name)
+        os.rmdir(dirs[0])
+        run(driver.place_monitor(proc.pid, "c1", "/kubepods/podu1"))
+        for d in dirs:
+            assert str(proc.pid) in (d / "cgroup.procs").read_text().split()
+    finally:
+        proc.kill()
+        proc.wait()
+        remove_cgroup_tree(name)
