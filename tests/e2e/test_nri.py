@@ -115,7 +115,11 @@ def test_a_plugin_updates_a_running_containers_cpu_shares(daemon: Daemon, pod: P
         # runc 1.1 maps shares onto a v2 cpu.weight linearly: 1 + (512-2)*9999/262142 = 20.
         wait_until("the plugin's cpu shares in the cgroup",
                    lambda: _cpu_shares(pod, ctr) in ("cpu.shares=512", "cpu.weight=20"))
-        assert pod.status(ctr).status.resources.linux.cpu_shares == 512
+        # The status follows once the update is done (`runc update` writes the cgroup first,
+        # then the runtime records it): the update's end, not the cgroup write, is what a
+        # client waits for.
+        wait_until("the plugin's cpu shares in ContainerStatus",
+                   lambda: pod.status(ctr).status.resources.linux.cpu_shares == 512)
 
 
 def test_a_refused_create_fails_leaks_nothing_and_the_retry_works(daemon: Daemon, pod: Pod,
