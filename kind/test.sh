@@ -42,13 +42,7 @@ repo=$(pwd)
 began=$(date +%s)
 say() { echo "kind/test.sh: [$(($(date +%s) - began)) s] $*" >&2; }
 
-teardown_only=""
-case ${1:-} in
-  --teardown) teardown_only=1 ;;
-  -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  "") ;;
-  *) echo "usage: $0 [--teardown]" >&2; exit 2 ;;
-esac
+. hack/lib/teardown-option.sh
 [ "$(id -u)" = 0 ] || { say "needs root (it runs dockerd)"; exit 2; }
 
 k8s=${PYCRI_K8S_VERSION:-v1.36.3}
