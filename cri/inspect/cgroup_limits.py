@@ -19,11 +19,8 @@ from pathlib import Path
 
 from cri.inspect.namespaces import PROC
 from sandbox.cgroups import DEFAULT_ROOT, V2Layout, detect
+from sandbox.cgroups.stats import V1_UNLIMITED_FLOOR, read_control_file
 from sandbox.errors import CgroupError
-
-# v1 writes "no limit" as the largest page-aligned counter (9223372036854771712 with 4 KiB
-# pages). Nothing real is limited to 4 EiB or more.
-_V1_UNLIMITED_FLOOR = 1 << 62
 
 Limit = int | str | None  # bytes or a count, "max", or None when the host has no such file
 KEYS = ("memory", "swap", "cpu_quota", "cpu_period", "cpu_weight", "cpu_shares", "pids")
@@ -119,10 +116,8 @@ def _tightest(levels: list[dict[str, Limit]]) -> dict[str, Limit]:
 def _read(path: Path | None) -> str | None:
     if path is None:
         return None
-    try:
-        return path.read_text().strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    text = read_control_file(path)  # None also for a cgroup removed while it is read (ENODEV)
+    return None if text is None else text.strip()
 
 
 def _count(text: str | None) -> Limit:
@@ -153,7 +148,7 @@ def _v1_bytes(text: str | None) -> Limit:
     if text is None:
         return None
     value = int(text)
-    return "max" if value >= _V1_UNLIMITED_FLOOR else value
+    return "max" if value >= V1_UNLIMITED_FLOOR else value
 
 
 def _v1(memory: Path | None, cpu: Path | None, pids: Path | None) -> dict[str, Limit]:

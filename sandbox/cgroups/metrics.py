@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sandbox.cgroups._fs import DEFAULT_ROOT, KERNEL, CgroupFs, parse_path, walk_dirs
 from sandbox.cgroups.layout import V1Layout, V2Layout, cached_detect
-from sandbox.cgroups.stats import _Reader, _to_int
+from sandbox.cgroups.stats import V1_UNLIMITED_FLOOR, _Reader, _to_int
 from sandbox.errors import CgroupError
 
 __all__ = [
@@ -32,9 +32,6 @@ __all__ = [
     "read_metrics",
     "soft_limits",
 ]
-
-# As in stats: v1 says "no limit" with the largest page-aligned counter value.
-_V1_UNLIMITED_FLOOR = 1 << 62
 
 # Reading a pressure file fails with EOPNOTSUPP when PSI is off for the cgroup (cgroup.pressure
 # set to 0, or psi=0 on the kernel command line); that is "not reported", like a missing file.
@@ -198,7 +195,7 @@ def block_device_name(major: int, minor: int, *, sysfs: Path = Path("/sys")) -> 
 
 def _limit(value: int | None) -> int | None:
     """A v1 limit, None for "no limit" (-1, or the largest page-aligned value)."""
-    if value is None or value < 0 or value >= _V1_UNLIMITED_FLOOR:
+    if value is None or value < 0 or value >= V1_UNLIMITED_FLOOR:
         return None
     return value
 

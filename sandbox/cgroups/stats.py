@@ -19,11 +19,12 @@ from sandbox.cgroups._fs import DEFAULT_ROOT, KERNEL, CgroupFs, parse_path, walk
 from sandbox.cgroups.layout import V1Layout, V2Layout, cached_detect
 from sandbox.errors import CgroupError
 
-__all__ = ["CgroupStats", "CpuRate", "read_stats", "usage_nano_cores"]
+__all__ = ["V1_UNLIMITED_FLOOR", "CgroupStats", "CpuRate", "read_control_file", "read_stats",
+           "usage_nano_cores"]
 
 # v1 reports "no limit" as the largest page-aligned counter value (9223372036854771712 with 4 KiB
 # pages, a little less with 64 KiB pages). Nothing real is limited to 4 EiB or more.
-_V1_UNLIMITED_FLOOR = 1 << 62
+V1_UNLIMITED_FLOOR = 1 << 62
 
 # A file read from a cgroup that is going away: ENOENT once the directory is gone, ENODEV when it
 # was opened just before rmdir.
@@ -168,6 +169,12 @@ class _Reader:
         return total
 
 
+def read_control_file(path: Path, fs: CgroupFs = KERNEL) -> str | None:
+    """A cgroup file's content; None when it or its cgroup is gone (ENOENT, ENODEV), a
+    CgroupError naming it for any other failure."""
+    return _Reader(fs).text(path)
+
+
 def _to_int(text: str) -> int | None:
     try:
         return int(text)
@@ -270,7 +277,7 @@ def _read_v1(r: _Reader, layout: V1Layout, parts: tuple[str, ...]) -> CgroupStat
         memory_swap=None if memsw is None else _minus(memsw, usage),
         page_faults=total("pgfault"),
         major_page_faults=total("pgmajfault"),
-        memory_limit=None if limit is None or limit >= _V1_UNLIMITED_FLOOR else limit,
+        memory_limit=None if limit is None or limit >= V1_UNLIMITED_FLOOR else limit,
         oom_events=oom.get("oom_kill"),
         pids=pids,
         threads=r.count_lines(counted, "tasks"),
