@@ -205,16 +205,19 @@ class Images:
         pause = self.resolve(self.pause_image)
         return pause is not None and pause.id == rec.id
 
-    def remove(self, spec: str) -> None:
-        """Idempotent: an image that is not there is already removed."""
+    def remove(self, spec: str) -> list[Path]:
+        """Idempotent: an image that is not there is already removed. Returns the freed layer
+        trees, out of the store already, for the caller to ``purge`` off the event loop."""
         rec = self.resolve(spec)
-        if rec is not None:
-            users = self.in_use(rec.id)
-            if users:
-                raise FailedPrecondition(
-                    f"image {spec} ({rec.id}) is in use by container {', '.join(sorted(users))}")
-            self.store.delete(rec)
-            log.info("image %s removed (tags %s)", rec.id, ", ".join(rec.repo_tags) or "-")
+        if rec is None:
+            return []
+        users = self.in_use(rec.id)
+        if users:
+            raise FailedPrecondition(
+                f"image {spec} ({rec.id}) is in use by container {', '.join(sorted(users))}")
+        freed = self.store.delete(rec)
+        log.info("image %s removed (tags %s)", rec.id, ", ".join(rec.repo_tags) or "-")
+        return freed
 
     # Pulls ----------------------------------------------------------------------------------
     def _candidates(self, image: str) -> list[Reference]:

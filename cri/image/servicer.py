@@ -47,7 +47,7 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
 
     async def RemoveImage(self, request: api_pb2.RemoveImageRequest, context: Ctx
                           ) -> api_pb2.RemoveImageResponse:
-        image_remove.remove_image(self.runtime.images, request.image.image)
+        await image_remove.remove_image(self.runtime.images, request.image.image)
         return api_pb2.RemoveImageResponse()
 
     async def ImageFsInfo(self, request: api_pb2.ImageFsInfoRequest, context: Ctx

@@ -67,6 +67,12 @@ class ImageRecord:
     pulled_at: int = 0
 
 
+def purge(trees: list[Path]) -> None:
+    """Delete the trees ``collect_garbage`` took out of the store."""
+    for tree in trees:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
 class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -113,7 +119,7 @@ class ImageStore:
         if not self._import_running():
             for entry in self.tmp.iterdir():
                 shutil.rmtree(entry, ignore_errors=True)
-        self.collect_garbage()
+        purge(self.collect_garbage())
 
     # Blobs ----------------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -230,10 +236,11 @@ class ImageStore:
         write_json(self.records / f"{rec.id.split(':', 1)[1]}.json", dataclasses.asdict(rec))
         self.images[rec.id] = rec
 
-    def delete(self, rec: ImageRecord) -> None:
+    def delete(self, rec: ImageRecord) -> list[Path]:
+        """The image gone; returns its freed layers' trees for ``purge`` (see collect_garbage)."""
         (self.records / f"{rec.id.split(':', 1)[1]}.json").unlink(missing_ok=True)
         self.images.pop(rec.id, None)
-        self.collect_garbage()
+        return self.collect_garbage()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -269,21 +276,29 @@ class ImageStore:
         self.images[rec.id] = rec
         return rec
 
-    def collect_garbage(self) -> None:
-        """Remove layers and blobs no image refers to any more (not while an import runs)."""
+    def collect_garbage(self) -> list[Path]:
+        """Remove layers and blobs no image refers to any more (not while an import runs).
+
+        A freed layer leaves ``layers/`` at once (renamed into ``tmp/``, where start-up clears
+        what a killed daemon left), so no pull or mount can find it any more; deleting its tree
+        (seconds for a large one) is left to the caller, ``purge``, off the event loop."""
         if self._import_running():
-            return
+            return []
         used_layers = {c.split(":", 1)[1] for r in self.images.values() for c in r.chain_ids}
         used_layers |= {c.split(":", 1)[1] for c in self.pinned}
         used_blobs = {d.split(":", 1)[1] for r in self.images.values()
                       for d in (r.config_digest, r.manifest_digest)}
+        doomed: list[Path] = []
         for d in self.layers.iterdir():
             if d.name not in used_layers:
                 link = d / "link"
                 if link.exists():
                     (self.links / link.read_text()).unlink(missing_ok=True)
-                shutil.rmtree(d, ignore_errors=True)
+                freed = self.tmp / f"freed-{d.name}-{secrets.token_hex(4)}"
+                d.rename(freed)
+                doomed.append(freed)
                 self.usage.pop(d.name, None)
         for b in self.blobs.iterdir():
             if b.name not in used_blobs and not b.name.startswith("."):
                 b.unlink(missing_ok=True)
+        return doomed

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cri.image import store as store_mod
-from cri.image.store import ImageRecord, ImageStore, chain_ids
+from cri.image.store import ImageRecord, ImageStore, chain_ids, purge
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
@@ -50,11 +50,25 @@ def test_layers_are_shared_and_freed_with_their_last_image(tmp_path: Path) -> No
     lower = store.lowerdir(chain)
     assert lower.count(":") == 1 and all(len(p) <= 14 for p in lower.split(":"))
     assert (tmp_path / lower.split(":")[1] / "f").read_text() == "lower"  # topmost first
-    store.delete(one)
+    freed = store.delete(one)
     assert store.has_layer(chain[0]) and not store.has_layer(chain[1])
     assert not store.blob_path(one.config_digest).exists()
-    store.delete(two)
+    # The freed layer is out of the store at once; its tree goes when the caller purges it.
+    assert [p.parent for p in freed] == [store.tmp] and (freed[0] / "diff" / "f").exists()
+    purge(freed)
+    assert list(store.tmp.iterdir()) == []
+    purge(store.delete(two))
     assert list(store.layers.iterdir()) == [] and list(store.links.iterdir()) == []
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_layers_freed_but_not_yet_deleted_are_cleared_at_start_up(tmp_path: Path) -> None:
+    store, _, one = _two_layers(tmp_path)
+    store.save(one)
+    assert len(store.delete(one)) == 2  # the daemon was killed before it purged them
+    fresh = ImageStore(tmp_path)
+    fresh.load()
+    assert list(fresh.tmp.iterdir()) == [] and list(fresh.layers.iterdir()) == []
 
 
 def test_start_up_cleans_what_a_killed_pull_left(tmp_path: Path) -> None:
