@@ -68,7 +68,14 @@ def _image_import(config_root: str, file: Path, tag: str) -> int:
     from cri.image.manifest import ManifestError
     from cri.image.store import ImageStore
     from cri.image.unpack import UnsafeLayer
+    from cri.store import state_format
+    from cri.store.state_format import NewerState
 
+    try:
+        state_format.claim(Path(config_root))
+    except NewerState as exc:
+        print(f"pycri: refusing to import: {exc}", file=sys.stderr)
+        return 2
     store = ImageStore(Path(config_root) / "images")
     store.open()
     try:

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 import grpc
 
@@ -21,6 +22,8 @@ from cri.metrics.interceptor import MetricsInterceptor
 from cri.runtime.daemon import Runtime
 from cri.runtime.nri_host import RuntimeHost
 from cri.runtime.servicer import RuntimeServicer
+from cri.store import state_format
+from cri.store.state_format import NewerState
 from cri.streaming.server import tls_context
 from cri.unix_socket import SocketInUse, claim_socket
 
@@ -66,9 +69,13 @@ async def serve(config: Config) -> int:
     notify_socket = sdnotify.take_socket()  # under systemd's Type=notify: see cri/sdnotify.py
     try:
         prepare(config)
+        state_format.claim(Path(config.root))  # before anything reads the state
         claim_socket(config.socket_path, "pick another --listen")
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
+        return 2
+    except NewerState as exc:
+        log.error("refusing to start: %s", exc)
         return 2
     except SocketInUse as exc:
         log.error("%s", exc)

@@ -189,6 +189,16 @@ class Daemon:
         }
         (self.conf_dir / "10-e2e.conflist").write_text(json.dumps(conf))
 
+    def start_fails(self) -> str:
+        """The daemon's log once it refused to start as it must for bad configuration or
+        state it cannot use: exit code 2."""
+        with pytest.raises(RuntimeError):
+            self.start()
+        # Under systemd (PYCRI_E2E_UNIT) `systemctl start` failed and left no process handle.
+        proc = self.proc or (UnitProcess(self.unit) if self.unit_file else None)
+        assert proc is not None and proc.poll() == 2
+        return self.log.read_text(errors="replace")
+
     def start(self) -> None:
         proc = self.proc = self._start_unit() if self.unit_file else self.spawn()
         # A bound, not a figure: under the node guest's software emulation importing grpc

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cri.api import api_pb2
 from cri.image import manifest as m
 from tests.e2e.containers import IMAGE, new_pod, pull, remove_pod, start_registry
-from tests.e2e.helpers import Daemon, UnitProcess, assert_nothing_left, need_root, pod_netns
+from tests.e2e.helpers import Daemon, assert_nothing_left, need_root, pod_netns
 from tests.fixtures.registry import LocalRegistry
 from tests.selfsigned import HAVE_OPENSSL, make_cert
 
@@ -186,22 +186,12 @@ def test_metrics_over_https(tmp_path: Path) -> None:
         d.cleanup()
 
 
-def _start_fails(d: Daemon) -> str:
-    """The daemon's log once it refused to start, as a configuration error (exit code 2)."""
-    with pytest.raises(RuntimeError):
-        d.start()
-    # Under systemd (PYCRI_E2E_UNIT) `systemctl start` failed and left no process handle.
-    proc = d.proc or (UnitProcess(d.unit) if d.unit_file else None)
-    assert proc is not None and proc.poll() == 2
-    return d.log.read_text(errors="replace")
-
-
 def test_a_taken_port_or_a_bad_certificate_stops_start_up(metered: Metered) -> None:
     taken = int(metered.url.split(":")[2].split("/")[0])
     d = Daemon.new("metrics-taken")
     with_metrics(d, taken)
     try:
-        log = _start_fails(d)
+        log = d.start_fails()
         assert f"pycri.metrics.metrics_port: cannot listen on 127.0.0.1:{taken}" in log
         assert not d.socket.exists()  # nothing left of the half-started daemon
     finally:
@@ -211,7 +201,7 @@ def test_a_taken_port_or_a_bad_certificate_stops_start_up(metered: Metered) -> N
     junk.write_text("not a certificate\n")
     with_metrics(d, free_port(), f'metrics_cert = "{junk}"\nmetrics_key = "{junk}"\n')
     try:
-        log = _start_fails(d)
+        log = d.start_fails()
         assert f"pycri.metrics.metrics_cert: cannot load {junk}" in log
     finally:
         d.cleanup()
