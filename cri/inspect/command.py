@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cri.config import PycriConfig
 from cri.inspect import render, report, state
+from cri.store import state_format
 
 
 def paths_of(config: PycriConfig) -> report.Paths:
@@ -20,8 +21,9 @@ def paths_of(config: PycriConfig) -> report.Paths:
 def inspect(config: PycriConfig, query: str, *, as_json: bool) -> int:
     root = Path(config.root)
     try:
+        state_format.check(root)  # a newer pycri's records could be misread
         target = state.resolve(query, state.load_pods(root), state.load_containers(root))
-    except state.InspectError as exc:
+    except (state.InspectError, state_format.NewerState) as exc:
         print(f"pycri inspect: {exc}", file=sys.stderr)
         return 1
     except PermissionError as exc:  # state dirs are 0700: an empty answer would mislead

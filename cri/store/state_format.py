@@ -22,15 +22,14 @@ class NewerState(Exception):
     """The state was written in a format this pycri does not know."""
 
 
-def claim(root: Path) -> None:
-    """Refuse (NewerState) a state this version does not know; mark one it does as its own."""
+def check(root: Path) -> int | None:
+    """The format of the state in ``root`` (None: no file yet); NewerState if this pycri does
+    not know it. Reads only."""
     path = root / FILE
     try:
         text = path.read_text().strip()
     except FileNotFoundError:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_atomic(path, f"{FORMAT}\n".encode(), 0o644)
-        return
+        return None
     if not text.isdigit():
         raise NewerState(f"{path} holds {text[:40]!r}, not a state format this pycri knows; "
                          "it is left as it is")
@@ -39,5 +38,13 @@ def claim(root: Path) -> None:
         raise NewerState(
             f"the state in {root} is format {found}, written by a newer pycri; this one knows "
             f"format {FORMAT} at most. Run the newer pycri, or move {root} away to start empty")
-    if found < FORMAT:  # a migration would go here; none is needed yet
-        write_atomic(path, f"{FORMAT}\n".encode(), 0o644)
+    return found
+
+
+def claim(root: Path) -> None:
+    """Refuse (NewerState) a state this version does not know; mark one it does as its own."""
+    if check(root) == FORMAT:
+        return
+    # No file yet, or an older format (a migration would go here; none is needed yet).
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(root / FILE, f"{FORMAT}\n".encode(), 0o644)

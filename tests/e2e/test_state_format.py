@@ -1,5 +1,5 @@
-"""A state written by a newer pycri (a rollback) is refused, by the daemon and by the offline
-import, and left as it was: nothing of it is taken for garbage."""
+"""A state written by a newer pycri (a rollback) is refused by the daemon, the offline import and
+`pycri inspect`, and left as it was: nothing of it is taken for garbage."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ import pytest
 from tests.e2e.helpers import REPO, Daemon, need_root
 
 pytestmark = pytest.mark.e2e
+
+
+def _cli(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cri", *args, "--config", str(d.config_path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
 def test_state_of_a_newer_pycri_is_refused_and_kept() -> None:
@@ -25,11 +30,10 @@ def test_state_of_a_newer_pycri_is_refused_and_kept() -> None:
         log = d.start_fails()
         assert f"the state in {d.root} is format 2, written by a newer pycri" in log
         assert not d.socket.exists()
-        imported = subprocess.run(
-            [sys.executable, "-m", "cri", "image", "import", str(d.base / "no-such.tar"),
-             "--config", str(d.config_path)],
-            capture_output=True, text=True, cwd=REPO, timeout=120)
+        imported = _cli(d, "image", "import", str(d.base / "no-such.tar"))
         assert imported.returncode == 2 and "written by a newer pycri" in imported.stderr
+        inspected = _cli(d, "inspect", "any-pod")  # reads only, but could misread
+        assert inspected.returncode == 1 and "written by a newer pycri" in inspected.stderr
         assert (d.root / "format").read_text() == "2\n"
         assert record.read_text().startswith('{"written_by"')
         assert sorted(p.name for p in d.root.iterdir()) == ["format", "images"]
