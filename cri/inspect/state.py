@@ -1,20 +1,22 @@
 """The daemon's pod and container records, read without the daemon and without changing them.
 
 The stores' own ``load`` is the daemon's start-up: it removes what a crash left half made. An
-inspection must not, so this reads the same files (see cri/store) and skips what it cannot read.
+inspection must not, so this reads each dir with the stores' read-only readers (read_sandbox,
+read_container) and skips what they cannot read.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from google.protobuf.message import DecodeError
+from cri.store.container import Container, read_container
+from cri.store.durable import READ_ERRORS
+from cri.store.sandbox import Sandbox, read_sandbox
 
-from cri.api import api_pb2
+T = TypeVar("T")
 
 
 class InspectError(Exception):
@@ -47,64 +49,45 @@ class ContainerRecord:
     handler: str
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-R = TypeVar("R")
-# A record from a dir's meta.json, status.json and config.pb (raising what a bad file raises).
-Maker = Callable[[dict[str, Any], dict[str, Any], bytes], R]
-
-
-def _load(top: Path, make: Maker[R]) -> dict[str, R]:
-    """The records of every committed dir under ``top``, by id. A dir with no status.json (the
-    daemon's commit marker) is a creation that never finished, or a removal under way; one with
-    a file that does not parse is skipped the same way."""
-    out: dict[str, R] = {}
+def _committed(top: Path, read: Callable[[Path], tuple[T, bool]]) -> list[T]:
+    """The records of every committed dir under ``top``, read with the stores' own readers.
+    A dir with no status.json (the daemon's commit marker) is a creation that never finished,
+    or a removal under way; one with a file that does not parse is skipped the same way, and
+    neither is touched (the daemon's start-up is what cleans them)."""
+    out: list[T] = []
     for d in sorted(top.iterdir()) if top.is_dir() else []:
-        meta = _read_json(d / "meta.json")
-        status = _read_json(d / "status.json")
-        if meta is None or status is None:
-            continue
         try:
-            out[str(meta["id"])] = make(meta, status, (d / "config.pb").read_bytes())
-        except (OSError, DecodeError, KeyError, TypeError, ValueError):
+            record, committed = read(d)
+        except READ_ERRORS:
             continue
+        if committed:
+            out.append(record)
     return out
 
 
-def _pod(meta: dict[str, Any], status: dict[str, Any], config: bytes) -> PodRecord:
-    md = api_pb2.PodSandboxConfig.FromString(config).metadata
+def _pod(pod: Sandbox) -> PodRecord:
+    md = pod.config.metadata
     return PodRecord(
-        id=meta["id"], namespace=md.namespace, name=md.name,
-        state=str(status.get("state", "")), pid=int(status.get("pid", 0)),
-        ips=[str(ip) for ip in status.get("ips", [])],
-        netns_path=str(meta.get("netns_path", "")),
-        cgroup_parent=str(meta.get("cgroup_parent", "")),
-        infra_id=str(meta.get("infra_id", "")), handler=str(meta.get("handler", "runc")))
+        id=pod.id, namespace=md.namespace, name=md.name, state=pod.status.state.value,
+        pid=pod.status.pid, ips=list(pod.status.ips), netns_path=pod.meta.netns_path,
+        cgroup_parent=pod.meta.cgroup_parent, infra_id=pod.meta.infra_id,
+        handler=pod.meta.handler)
 
 
-def _container(meta: dict[str, Any], status: dict[str, Any], config: bytes) -> ContainerRecord:
+def _container(ctr: Container) -> ContainerRecord:
     # The name the client gave (meta.json holds the k8s_..._attempt one).
-    md = api_pb2.ContainerConfig.FromString(config).metadata
     return ContainerRecord(
-        id=meta["id"], name=md.name or str(meta["name"]), pod_id=str(meta["pod_id"]),
-        state=str(status.get("state", "")), pid=int(status.get("pid", 0)),
-        cgroup_path=str(meta.get("cgroup_path", "")),
-        pid_namespace=str(meta.get("pid_namespace", "")),
-        handler=str(meta.get("handler", "runc")))
+        id=ctr.id, name=ctr.config.metadata.name or ctr.meta.name, pod_id=ctr.meta.pod_id,
+        state=ctr.status.state.value, pid=ctr.status.pid, cgroup_path=ctr.meta.cgroup_path,
+        pid_namespace=ctr.meta.pid_namespace, handler=ctr.meta.handler)
 
 
 def load_pods(root: Path) -> dict[str, PodRecord]:
-    return _load(root / "sandboxes", _pod)
+    return {p.id: _pod(p) for p in _committed(root / "sandboxes", read_sandbox)}
 
 
 def load_containers(root: Path) -> dict[str, ContainerRecord]:
-    return _load(root / "containers", _container)
+    return {c.id: _container(c) for c in _committed(root / "containers", read_container)}
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
 from cri.api import api_pb2
 from cri.errors import FailedPrecondition
-from cri.store.durable import make_private_dir, read_json, sync_paths, write_atomic, write_json
+from cri.store.durable import (
+    READ_ERRORS,
+    make_private_dir,
+    read_json,
+    sync_paths,
+    write_atomic,
+    write_json,
+)
 from cri.store.registrar import IdIndex, NameRegistrar
 
 log = logging.getLogger(__name__)
@@ -129,6 +134,19 @@ class Container:
         self.status.state = new
 
 
+def read_container(d: Path) -> tuple[Container, bool]:
+    """One container dir as written, read only: (the container, committed), as read_sandbox."""
+    meta = ContainerMeta(**read_json(d / "meta.json"))
+    config = api_pb2.ContainerConfig.FromString((d / "config.pb").read_bytes())
+    try:
+        raw: dict[str, Any] = read_json(d / "status.json")
+        raw["state"] = ContainerState(raw["state"])
+        raw["resources"] = bytes.fromhex(raw.get("resources", ""))
+        return Container(meta, config, ContainerStatus(**raw), d), True
+    except READ_ERRORS:
+        return Container(meta, config, ContainerStatus(), d), False
+
+
 class ContainerStore:
     """In-memory index of containers backed by <root>/containers/<id>/."""
 
@@ -216,23 +234,15 @@ class ContainerStore:
             return done, unfinished
         for d in sorted(self.dir.iterdir()):
             try:
-                raw_meta: dict[str, Any] = read_json(d / "meta.json")
-                meta = ContainerMeta(**raw_meta)
-                config = api_pb2.ContainerConfig.FromString((d / "config.pb").read_bytes())
-            except (OSError, ValueError, TypeError, KeyError, DecodeError) as exc:
+                ctr, committed = read_container(d)
+            except READ_ERRORS as exc:
                 log.warning("discarding incomplete container state %s: %s", d, exc)
                 shutil.rmtree(d, ignore_errors=True)
                 continue
-            try:
-                raw: dict[str, Any] = read_json(d / "status.json")
-                raw["state"] = ContainerState(raw["state"])
-                raw["resources"] = bytes.fromhex(raw.get("resources", ""))
-                status = ContainerStatus(**raw)
-            except (OSError, ValueError, TypeError, KeyError):
-                unfinished.append(Container(meta, config, ContainerStatus(), d))
+            if not committed:
+                unfinished.append(ctr)
                 continue
-            ctr = Container(meta, config, status, d)
             self._index(ctr)
-            self.names.reserve(meta.name, ctr.id)
+            self.names.reserve(ctr.meta.name, ctr.id)
             done.append(ctr)
         return done, unfinished

@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -44,6 +46,10 @@ def write_json(path: Path, obj: Any, *, durable: bool = True) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_bytes())
+
+
+# What reading a state file can raise when it is missing, torn or of another shape.
+READ_ERRORS = (OSError, ValueError, TypeError, KeyError, DecodeError)
 
 
 def sync_paths(paths: list[Path]) -> None:

@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
 from cri.api import api_pb2
 from cri.errors import FailedPrecondition
-from cri.store.durable import make_private_dir, read_json, write_atomic, write_json
+from cri.store.durable import READ_ERRORS, make_private_dir, read_json, write_atomic, write_json
 from cri.store.registrar import IdIndex, NameRegistrar
 
 log = logging.getLogger(__name__)
@@ -90,6 +88,20 @@ class Sandbox:
         self.status.state = new
 
 
+def read_sandbox(d: Path) -> tuple[Sandbox, bool]:
+    """One sandbox dir as written, read only: (the sandbox, committed). A missing or unreadable
+    meta.json or config.pb raises (READ_ERRORS); without a readable status.json (the commit
+    marker) the creation never finished: committed is False and the status NOTREADY."""
+    meta = SandboxMeta(**read_json(d / "meta.json"))
+    config = api_pb2.PodSandboxConfig.FromString((d / "config.pb").read_bytes())
+    try:
+        raw: dict[str, Any] = read_json(d / "status.json")
+        raw["state"] = SandboxState(raw["state"])
+        return Sandbox(meta, config, SandboxStatus(**raw)), True
+    except READ_ERRORS:
+        return Sandbox(meta, config, SandboxStatus(SandboxState.NOTREADY)), False
+
+
 class SandboxStore:
     """In-memory index of sandboxes backed by <root>/sandboxes/<id>/."""
 
@@ -147,24 +159,18 @@ class SandboxStore:
             return done, unfinished
         for d in sorted(self.dir.iterdir()):
             try:
-                meta = SandboxMeta(**read_json(d / "meta.json"))
-                config = api_pb2.PodSandboxConfig.FromString((d / "config.pb").read_bytes())
-            except (OSError, ValueError, TypeError, KeyError, DecodeError) as exc:
+                pod, committed = read_sandbox(d)
+            except READ_ERRORS as exc:
                 # Crashed before any resource was made: nothing to undo but the dir.
                 log.warning("discarding incomplete sandbox state %s: %s", d, exc)
                 shutil.rmtree(d, ignore_errors=True)
                 continue
-            try:
-                raw: dict[str, Any] = read_json(d / "status.json")
-                raw["state"] = SandboxState(raw["state"])
-                status = SandboxStatus(**raw)
-            except (OSError, ValueError, TypeError, KeyError):
-                unfinished.append(Sandbox(meta, config, SandboxStatus(SandboxState.NOTREADY)))
+            if not committed:
+                unfinished.append(pod)
                 continue
-            pod = Sandbox(meta=meta, config=config, status=status)
             self._pods[pod.id] = pod
             self.ids.add(pod.id)
-            self.names.reserve(meta.name, pod.id)
+            self.names.reserve(pod.meta.name, pod.id)
             done.append(pod)
         return done, unfinished
 
