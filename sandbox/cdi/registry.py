@@ -21,17 +21,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox import file_stamp
 from sandbox.cdi.names import InvalidName, parse_qualified
 from sandbox.cdi.spec import Edits, Spec, SpecError, load
+from sandbox.file_stamp import Stamp
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".json", ".yaml")
-
-# What tells a changed file apart: a rewrite in place changes size or mtime/ctime, a
-# replace-by-rename (how drivers write specs) changes the inode.
-_Stamp = tuple[int, int, int, int]
-
 
 class Unresolvable(Exception):
     """Requested devices that cannot be given, each with the reason."""
@@ -61,8 +58,8 @@ class Registry:
     def __init__(self, dirs: Sequence[str | Path]) -> None:
         self.dirs = [Path(d) for d in dirs]
         self._lock = threading.Lock()  # lookups run in worker threads
-        self._files: dict[Path, tuple[_Stamp, Spec | SpecError]] = {}
-        self._listing: list[tuple[int, Path, _Stamp]] | None = None
+        self._files: dict[Path, tuple[Stamp, Spec | SpecError]] = {}
+        self._listing: list[tuple[int, Path, Stamp]] | None = None
         self._index = _Index()
         self._dir_errors: set[str] = set()  # logged once each
 
@@ -106,7 +103,7 @@ class Registry:
         listing = self._list()
         if listing == self._listing:
             return self._index
-        files: dict[Path, tuple[_Stamp, Spec | SpecError]] = {}
+        files: dict[Path, tuple[Stamp, Spec | SpecError]] = {}
         for _, path, stamp in listing:
             cached = self._files.get(path)
             if cached is not None and cached[0] == stamp:
@@ -126,8 +123,8 @@ class Registry:
         self._index = _build(listing, files)
         return self._index
 
-    def _list(self) -> list[tuple[int, Path, _Stamp]]:
-        out: list[tuple[int, Path, _Stamp]] = []
+    def _list(self) -> list[tuple[int, Path, Stamp]]:
+        out: list[tuple[int, Path, Stamp]] = []
         for priority, d in enumerate(self.dirs):
             try:
                 entries = sorted(os.scandir(d), key=lambda e: e.name)
@@ -147,13 +144,12 @@ class Registry:
                     st = entry.stat()
                 except OSError:
                     continue  # gone since the listing
-                out.append((priority, Path(entry.path),
-                            (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)))
+                out.append((priority, Path(entry.path), file_stamp.stamp(st)))
         return out
 
 
-def _build(listing: list[tuple[int, Path, _Stamp]],
-           files: dict[Path, tuple[_Stamp, Spec | SpecError]]) -> _Index:
+def _build(listing: list[tuple[int, Path, Stamp]],
+           files: dict[Path, tuple[Stamp, Spec | SpecError]]) -> _Index:
     index = _Index()
     for priority, path, _ in listing:
         spec = files[path][1]

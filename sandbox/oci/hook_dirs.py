@@ -17,16 +17,11 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from sandbox import file_stamp
+from sandbox.file_stamp import Stamp
 from sandbox.oci.hooks import Hook, HookError, parse
 
 log = logging.getLogger(__name__)
-
-_Stamp = tuple[int, int, int, int]
-
-
-def _stamp(st: os.stat_result) -> _Stamp:
-    return st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino
-
 
 class HookDirs:
     """The hooks of a list of directories (earlier ones masked by later ones), read again
@@ -35,8 +30,8 @@ class HookDirs:
     def __init__(self, dirs: Sequence[str]) -> None:
         self.dirs = [Path(d) for d in dirs]
         self._lock = threading.Lock()
-        self._valid: dict[Path, tuple[_Stamp, Hook]] = {}
-        self._warned: dict[Path, tuple[_Stamp | None, str]] = {}  # what was said, per file
+        self._valid: dict[Path, tuple[Stamp, Hook]] = {}
+        self._warned: dict[Path, tuple[Stamp | None, str]] = {}  # what was said, per file
 
     def hooks(self) -> list[Hook]:
         """The valid hooks in effect now, in injection order."""
@@ -64,10 +59,10 @@ class HookDirs:
             return []
 
     def _load(self, name: str, path: Path) -> Hook | None:
-        stamp: _Stamp | None = None
+        stamp: Stamp | None = None
         try:
             st = path.stat()
-            stamp = _stamp(st)
+            stamp = file_stamp.stamp(st)
             cached = self._valid.get(path)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
@@ -86,7 +81,7 @@ class HookDirs:
             log.info("OCI hook file %s is valid again", path)
         return hook
 
-    def _warn(self, path: Path, stamp: _Stamp | None, reason: str, what: str = "hook file"
+    def _warn(self, path: Path, stamp: Stamp | None, reason: str, what: str = "hook file"
               ) -> None:
         if self._warned.get(path) == (stamp, reason):
             return  # said once for this version of the file
