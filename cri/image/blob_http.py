@@ -6,7 +6,8 @@ pull, all of it holding the GIL. http.client reading the same bytes in large pie
 worker thread costs a fifth of that and lets go of the GIL in every recv. So the client
 resolves where and how to ask (base URL, Authorization) and the worker thread does the GET,
 following redirects as httpx would (the Authorization header is not sent to another origin).
-A 401 goes back to the client for a fresh token (BlobUnauthorized).
+A 401 goes back to the client for a fresh token (BlobUnauthorized). A plain http:// proxy
+from the environment is used as httpx would use it (env_proxy).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import urllib.parse
 
 import httpx
 
+from cri.image import env_proxy
 from cri.image.registry import BlobRequest, RegistryError, RegistryUnavailable
 
 READ_BYTES = 1 << 18  # the most one read of the body asks for (see OUT_CHUNK)
@@ -92,12 +94,9 @@ def open_blob(req: BlobRequest) -> BlobBody:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise RegistryError(f"cannot fetch a blob from {url!r}")
-        conn = _connection(parts, req)
+        conn, target, via_proxy = _connection(parts, req)
         try:
-            path = parts.path or "/"
-            if parts.query:
-                path += f"?{parts.query}"
-            conn.request("GET", path, headers=headers)
+            conn.request("GET", target, headers={**headers, **via_proxy})
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
@@ -117,10 +116,29 @@ def open_blob(req: BlobRequest) -> BlobBody:
     raise RegistryUnavailable(f"more than {MAX_REDIRECTS} redirects for {req.url}")
 
 
-def _connection(parts: urllib.parse.SplitResult, req: BlobRequest) -> http.client.HTTPConnection:
+def _connection(parts: urllib.parse.SplitResult, req: BlobRequest
+                ) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """The connection to GET ``parts`` on, the request target, and headers for the proxy.
+
+    Through a proxy from the environment (env_proxy): an https registry is reached by a CONNECT
+    tunnel (the proxy's credentials go with the CONNECT only, TLS is end to end and checked
+    against the registry's name); a plain-http one by sending the proxy the absolute URL."""
     host = parts.hostname or ""
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = env_proxy.proxy_for(parts)
     if parts.scheme == "https":
         # The same TLS settings as the registry client's httpx (its CA bundle included).
         ctx: ssl.SSLContext = httpx.create_ssl_context(verify=req.verify)
-        return http.client.HTTPSConnection(host, parts.port, timeout=req.timeout, context=ctx)
-    return http.client.HTTPConnection(host, parts.port, timeout=req.timeout)
+        if proxy is None:
+            return (http.client.HTTPSConnection(host, parts.port, timeout=req.timeout,
+                                                context=ctx), target, {})
+        conn = http.client.HTTPSConnection(proxy.hostname or "", proxy.port or 80,
+                                           timeout=req.timeout, context=ctx)
+        conn.set_tunnel(host, parts.port or 443, headers=env_proxy.authorization(proxy))
+        return conn, target, {}
+    if proxy is None:
+        return http.client.HTTPConnection(host, parts.port, timeout=req.timeout), target, {}
+    absolute = urllib.parse.urlunsplit(("http", parts.netloc, parts.path or "/", parts.query, ""))
+    return (http.client.HTTPConnection(proxy.hostname or "", proxy.port or 80,
+                                       timeout=req.timeout),
+            absolute, env_proxy.authorization(proxy))

@@ -485,8 +485,9 @@ class Images:
 
     async def _download_and_unpack_piped(self, ep: Endpoint, desc: mf.Descriptor, dest: Path,
                                          creds: Credentials) -> LayerStats:
-        """One attempt through the registry client: the blob is verified as it goes through
-        the pipe. A download error
+        """One attempt through the registry client, for what a worker thread cannot fetch
+        itself (an https:// or socks proxy, a test's own transport): the blob is verified as it
+        goes through the pipe. A download error
         (digest or size included) wins over the truncated stream it leaves the unpacker; the
         unpacker's own error wins over the broken pipe it leaves the download."""
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)

@@ -8,13 +8,12 @@ boundary, into the three failures a caller acts on: not found, auth refused, una
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
 import httpx
 
-from cri.image import auth, pull_meter
+from cri.image import auth, env_proxy, pull_meter
 from cri.image.manifest import ACCEPT, MAX_MANIFEST_BYTES, ManifestError, digest_of
 from cri.image.registries_conf import Endpoint
 
@@ -50,13 +49,6 @@ class BlobRequest:
     headers: dict[str, str] = field(default_factory=dict)
     verify: bool = True  # TLS certificates checked (not for registries marked insecure)
     timeout: float = 30.0  # for connecting and for each read
-
-
-def _proxied(host: str) -> bool:
-    proxies = urllib.request.getproxies()
-    if not (proxies.get("https") or proxies.get("http") or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(host.rsplit(":", 1)[0])
 
 
 @dataclass(frozen=True)
@@ -237,9 +229,9 @@ class RegistryClient:
                      ) -> BlobRequest | None:
         """How a worker thread can GET the blob itself (cri.image.blob_http): the base URL and
         Authorization header that worked last for this registry. None when the blob must come
-        through ``blob`` instead: a transport of the caller's own (tests), or an HTTP proxy
-        from the environment (which httpx honours and http.client does not)."""
-        if self._transport is not None or _proxied(ep.host):
+        through ``blob`` instead: a transport of the caller's own (tests), or a proxy from the
+        environment that is not plain http:// (see env_proxy; httpx speaks to those)."""
+        if self._transport is not None or not env_proxy.threads_can_use():
             return None
         creds = creds or auth.Credentials()
         headers = {"User-Agent": USER_AGENT}

@@ -131,6 +131,7 @@ class Daemon:
         self.config_path = base / "pycri.conf"
         self.registries_conf = base / "registries.conf"
         self.proc: subprocess.Popen[bytes] | UnitProcess | None = None
+        self.env: dict[str, str] = {}  # added to the daemon's environment (not under a unit)
         # PYCRI_E2E_UNIT: a systemd unit file (contrib/systemd/pycri.service) the daemon runs
         # under, as a node runs it; otherwise it is a child of the test run.
         self.unit_file = os.environ.get("PYCRI_E2E_UNIT", "")
@@ -222,7 +223,7 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cri", "serve", "--config", str(self.config_path)],
                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, **self.env, **(env or {})},
             )
         return self.proc
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +14,8 @@ import pytest
 
 from cri.image.blob_http import BlobStatus, open_blob
 from cri.image.registry import BlobRequest, RegistryUnavailable
+from tests.fixtures.http_proxy import HTTPProxy
+from tests.selfsigned import HAVE_OPENSSL, make_cert
 
 BODY = bytes(range(256)) * 8192  # 2 MiB
 
@@ -142,13 +142,9 @@ def test_a_connection_closed_early_is_a_broken_download_not_the_end(server: _Ser
         body.close()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl binary")
+@pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl binary")
 def test_tls_is_verified_unless_the_registry_is_insecure(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=pycri-test", "-addext",
-                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    cert, key = make_cert(tmp_path)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     server = _Server(ctx)
@@ -158,5 +154,68 @@ def test_tls_is_verified_unless_the_registry_is_insecure(tmp_path: Path) -> None
             open_blob(req)  # a certificate nobody vouches for
         assert _read_all(dataclasses.replace(req, verify=False)) == BODY
     finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
+                "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def test_a_plain_http_registry_through_the_environments_proxy(
+        server: _Server, no_proxy_env: pytest.MonkeyPatch) -> None:
+    proxy = HTTPProxy(user="u", password="p w")
+    try:
+        no_proxy_env.setenv("http_proxy", proxy.url.replace("p w", "p%20w"))
+        assert _read_all(server.req("/v2/r/blobs/plain")) == BODY
+        # The absolute URL to the proxy, which passed it on with the registry's credentials.
+        assert [(s.method, s.target) for s in proxy.seen] == [
+            ("GET", f"http://127.0.0.1:{server.port}/v2/r/blobs/plain")]
+        assert server.seen == [("/v2/r/blobs/plain", "Bearer t0k")]
+        assert proxy.refused == 0
+        no_proxy_env.setenv("no_proxy", "127.0.0.1")
+        assert _read_all(server.req("/v2/r/blobs/plain")) == BODY
+        assert len(proxy.seen) == 1  # straight to the registry
+    finally:
+        proxy.close()
+
+
+def test_a_proxy_that_wants_credentials_we_lack_is_unavailable(
+        server: _Server, no_proxy_env: pytest.MonkeyPatch) -> None:
+    proxy = HTTPProxy(user="u", password="secret")
+    try:
+        no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        with pytest.raises(BlobStatus) as err:
+            open_blob(server.req("/v2/r/blobs/plain"))
+        assert err.value.status == 407 and proxy.refused == 1 and server.seen == []
+    finally:
+        proxy.close()
+
+
+@pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl binary")
+def test_an_https_registry_through_a_connect_tunnel(tmp_path: Path,
+                                                    no_proxy_env: pytest.MonkeyPatch) -> None:
+    cert, key = make_cert(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server = _Server(ctx)
+    proxy = HTTPProxy(user="u", password="p")
+    try:
+        no_proxy_env.setenv("HTTPS_PROXY", proxy.url)
+        req = server.req("/v2/r/blobs/plain")
+        # TLS is end to end: the registry's certificate is still checked through the tunnel.
+        with pytest.raises(RegistryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            open_blob(req)
+        assert _read_all(dataclasses.replace(req, verify=False)) == BODY
+        assert {(s.method, s.target) for s in proxy.seen} == {
+            ("CONNECT", f"127.0.0.1:{server.port}")}
+        assert proxy.refused == 0
+        assert server.seen == [("/v2/r/blobs/plain", "Bearer t0k")]
+    finally:
+        proxy.close()
         server.httpd.shutdown()
         server.httpd.server_close()

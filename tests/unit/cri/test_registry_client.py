@@ -241,12 +241,15 @@ def test_blob_requests_for_worker_threads(monkeypatch: pytest.MonkeyPatch) -> No
     assert req is not None
     assert req.url == f"https://registry.example:5000/v2/team/app/blobs/sha256:{'a' * 64}"
     assert req.verify and req.timeout == 7 and "Authorization" not in req.headers
-    # A proxy from the environment (which httpx honours, http.client does not), or a
-    # transport of the caller's own: the download goes through the client itself.
+    # A plain http:// proxy from the environment is one the worker thread speaks to
+    # (blob_http); an https:// or socks one, or a transport of the caller's own, is left to
+    # the client itself.
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    assert RegistryClient().blob_request(ep, "sha256:" + "a" * 64) is None
-    monkeypatch.setenv("NO_PROXY", "registry.example")
     assert RegistryClient().blob_request(ep, "sha256:" + "a" * 64) is not None
+    for other in ("https://proxy.example:3128", "socks5://proxy.example:1080"):
+        monkeypatch.setenv("ALL_PROXY", other)
+        assert RegistryClient().blob_request(ep, "sha256:" + "a" * 64) is None
+    monkeypatch.delenv("ALL_PROXY")
     monkeypatch.delenv("HTTPS_PROXY")
     own = RegistryClient(transport=httpx.MockTransport(lambda r: httpx.Response(404)))
     assert own.blob_request(ep, "sha256:" + "a" * 64) is None
