@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import grp
 import ipaddress
 import os
 import re
@@ -23,6 +24,9 @@ from sandbox.apparmor import check_name as check_apparmor_name
 
 DEFAULT_CONFIG_PATH = Path("/etc/pycri/pycri.conf")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Directories of general use, never given to [pycri.api] socket_group.
+SHARED_DIRS = frozenset({"/", "/run", "/var/run", "/tmp", "/var/tmp", "/dev/shm", "/var/lib",
+                         "/var", "/etc"})
 CGROUP_DRIVERS = ("cgroupfs", "systemd")
 # What an empty default_cgroup_parent / conmon_cgroup means, per driver.
 DEFAULT_CGROUP_PARENT = {"cgroupfs": "/pycri", "systemd": "pycri.slice"}
@@ -85,6 +89,14 @@ class APIConfig:
 
     listen: str = _opt("/run/pycri/pycri.sock", "Path of the unix socket the CRI gRPC server listens on.")
     socket_mode: str = _opt("0660", "File mode of the socket (octal); never world-accessible.")
+    socket_group: str = _opt(
+        "",
+        "Group (name or numeric gid) the socket belongs to, so that with socket_mode 0660 its "
+        "members can use the CRI without root (crictl). The socket's directory is then made "
+        "0710 and given to that group too, so they can reach the socket and list nothing; it must "
+        "be a directory of pycri's own (the default's is runroot). Empty: root's group, and only "
+        "root reaches the socket.",
+    )
     stream_address: str = _opt("127.0.0.1", "Address the exec/attach/port-forward server binds.")
     stream_port: int = _opt(0, "Port of the streaming server; 0 picks a free one.")
     stream_tls_cert: str = _opt(
@@ -433,6 +445,11 @@ def validate(cfg: PycriConfig) -> None:
         raise ConfigError("pycri.api.socket_mode: must be an octal mode like 0660") from None
     if mode & 0o007 or mode & ~0o777:
         raise ConfigError("pycri.api.socket_mode: must not grant access to others (e.g. 0600, 0660)")
+    shared = cfg.socket_path.parent
+    if cfg.api.socket_group and str(shared) in SHARED_DIRS:
+        raise ConfigError(f"pycri.api.socket_group: {shared}, the socket's directory, would be "
+                          "given to the group; put the socket in a directory of its own "
+                          "(e.g. /run/pycri/pycri.sock)")
     if not 0 <= cfg.api.stream_port <= 65535:
         raise ConfigError("pycri.api.stream_port: must be 0..65535")
     if bool(cfg.api.stream_tls_cert) != bool(cfg.api.stream_tls_key):
@@ -553,12 +570,32 @@ def resolve_binary(key: str, value: str) -> str:
     return found
 
 
+def socket_gid(api: APIConfig) -> int | None:
+    """The gid of [pycri.api] socket_group (None: not set); ConfigError for an unknown name."""
+    group = api.socket_group
+    if not group:
+        return None
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"pycri.api.socket_group: no group {group!r} on this host") from None
+
+
 def prepare(cfg: PycriConfig) -> None:
     """Side effects the daemon needs before serving: private state dirs and binary lookups."""
     for d in (cfg.root, cfg.runroot):
         Path(d).mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(d, 0o700)  # state dirs are never readable by others
-    cfg.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sock_dir = cfg.socket_path.parent
+    sock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    gid = socket_gid(cfg.api)
+    if gid is not None:
+        # The group may pass through to the socket (by its name) and list nothing: what is in
+        # runroot is 0700 directories and 0600 files of root's.
+        os.chown(sock_dir, -1, gid)
+        os.chmod(sock_dir, 0o710)  # noqa: S103 - search only, for that group
     cfg.runtime.conmon_path = resolve_binary("pycri.runtime.conmon_path", cfg.runtime.conmon_path)
     for name, table in cfg.runtime.handlers.items():
         # Every handler, used or not, as CRI-O does: a typo shows at start-up, not at the

@@ -14,7 +14,7 @@ import grpc
 
 from cri import sdnotify
 from cri.api import api_pb2_grpc
-from cri.config import Config, ConfigError, prepare
+from cri.config import Config, ConfigError, prepare, socket_gid
 from cri.image.servicer import ImageServicer
 from cri.interceptor import CRIInterceptor, RequestIdFilter
 from cri.metrics.endpoint import MetricsEndpoint
@@ -103,6 +103,9 @@ async def serve(config: Config) -> int:
         server.add_insecure_port(f"unix://{sock}")
     finally:
         os.umask(old_umask)
+    gid = socket_gid(config.api)
+    if gid is not None:
+        os.chown(sock, -1, gid)
     os.chmod(sock, int(config.api.socket_mode, 8))
     await server.start()
     log.info("pycri listening on unix://%s", sock)

@@ -62,6 +62,7 @@ def test_dropins_apply_in_name_order_and_flags_win(tmp_path: Path) -> None:
         ('[pycri.api]\nstream_port = "x"\n', "pycri.api.stream_port"),
         ('[pycri.api]\nstream_port = 70000\n', "pycri.api.stream_port"),
         ('[pycri.api]\nsocket_mode = "0666"\n', "pycri.api.socket_mode"),
+        ('[pycri.api]\nlisten = "/run/x.sock"\nsocket_group = "ops"\n', "pycri.api.socket_group"),
         ('[pycri.api]\nstream_idle_timeout = 0\n', "pycri.api.stream_idle_timeout"),
         ('[pycri.api]\nstream_token_ttl = -1.5\n', "pycri.api.stream_token_ttl"),
         ('[pycri.api]\nstream_tls_cert = "/etc/pycri/cert.pem"\n', "pycri.api.stream_tls_key"),
@@ -145,3 +146,15 @@ def test_pycri_config_documents_hooks_dir_with_its_default(
         "/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"]
     doc = out[:out.index("\nhooks_dir = ")].rsplit("\n", 1)[1]
     assert "oci-hooks(5)" in doc and "masks" in doc, doc
+
+
+def test_socket_group_by_name_or_gid() -> None:
+    api = config.APIConfig()
+    assert config.socket_gid(api) is None
+    api.socket_group = "0"
+    assert config.socket_gid(api) == 0
+    api.socket_group = "root"  # every host has it
+    assert config.socket_gid(api) == 0
+    api.socket_group = "no-such-group-here"
+    with pytest.raises(config.ConfigError, match=r"pycri\.api\.socket_group: no group"):
+        config.socket_gid(api)
