@@ -14,7 +14,7 @@ import pytest
 
 from cri.image.blob_http import BlobStatus, open_blob
 from cri.image.registry import BlobRequest, RegistryUnavailable
-from tests.fixtures.http_proxy import HTTPProxy
+from tests.fixtures.http_proxy import HTTPProxy, clear_proxy_env
 from tests.selfsigned import HAVE_OPENSSL, make_cert
 
 BODY = bytes(range(256)) * 8192  # 2 MiB
@@ -160,10 +160,7 @@ def test_tls_is_verified_unless_the_registry_is_insecure(tmp_path: Path) -> None
 
 @pytest.fixture
 def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
-                "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    return monkeypatch
+    return clear_proxy_env(monkeypatch)
 
 
 def test_a_plain_http_registry_through_the_environments_proxy(

@@ -8,14 +8,12 @@ import urllib.parse
 import pytest
 
 from cri.image.env_proxy import authorization, proxy_for, threads_can_use
+from tests.fixtures.http_proxy import clear_proxy_env
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
-                "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    return monkeypatch
+    return clear_proxy_env(monkeypatch)
 
 
 def _for(url: str) -> str | None:

@@ -21,6 +21,7 @@ from cri.image.registry import (
     RegistryNotFound,
     RegistryUnavailable,
 )
+from tests.fixtures.http_proxy import clear_proxy_env
 from tests.fixtures.registry import LocalRegistry, free_port
 
 
@@ -233,9 +234,7 @@ def test_blob_exists(registry: LocalRegistry) -> None:
 
 
 def test_blob_requests_for_worker_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
-                "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
+    clear_proxy_env(monkeypatch)
     ep = Endpoint("registry.example:5000/team/app", insecure=False, mirror=False)
     req = RegistryClient(timeout=7).blob_request(ep, "sha256:" + "a" * 64)
     assert req is not None
