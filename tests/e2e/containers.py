@@ -3,6 +3,7 @@ small wrappers that read like what a kubelet does."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import TypeVar
 import grpc
 
 from cri.api import api_pb2, api_pb2_grpc
-from tests.e2e.helpers import Daemon, pod_config
+from tests.e2e.helpers import Daemon, assert_nothing_left, pod_config, pod_netns
 from tests.fixtures.images import Pushed, push_image, runnable_busybox_layers
 from tests.fixtures.registry import LocalRegistry
 
@@ -41,6 +42,24 @@ def start_registry(daemon: Daemon) -> tuple[LocalRegistry, Pushed]:
     daemon.registries_conf.write_text(
         f'[[registry]]\nprefix = "ctr.test"\nlocation = "{reg.host}/ctr"\ninsecure = true\n')
     return reg, pushed
+
+
+@contextlib.contextmanager
+def serving(d: Daemon, *, pulled: bool = True) -> Iterator[LocalRegistry]:
+    """A daemon of a module's own (configured, not started yet) serving, with the runnable
+    busybox in a registry and, when ``pulled``, in its store. On the way out, once the module
+    ran well, nothing of its pods may be left; then the daemon and the registry go."""
+    netns_before = pod_netns()
+    reg, _ = start_registry(d)
+    try:
+        d.start()
+        if pulled:
+            pull(d)
+        yield reg
+        assert_nothing_left(d, netns_before)
+    finally:
+        reg.stop()
+        d.cleanup()
 
 
 def pull(daemon: Daemon, image: str = IMAGE) -> str:

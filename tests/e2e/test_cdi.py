@@ -17,8 +17,15 @@ import grpc
 import pytest
 
 from cri.api import api_pb2
-from tests.e2e.containers import Pod, create_refused, exec_ok, new_pod, pull, remove_pod, start_registry
-from tests.e2e.helpers import Daemon, assert_nothing_left, need_root, pod_netns
+from tests.e2e.containers import (
+    Pod,
+    create_refused,
+    exec_ok,
+    new_pod,
+    remove_pod,
+    serving,
+)
+from tests.e2e.helpers import Daemon, need_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
 
@@ -82,19 +89,11 @@ class CDI:
 @pytest.fixture(scope="module")
 def cdi() -> Iterator[CDI]:
     need_root()
-    netns_before = pod_netns()
     d = Daemon.new("cdi")
     c = CDI(d)
     c.write(c.static, "dev.json", c.dev_spec())
-    reg, _ = start_registry(d)
-    try:
-        d.start()
-        pull(d)
+    with serving(d):
         yield c
-        assert_nothing_left(d, netns_before)
-    finally:
-        reg.stop()
-        d.cleanup()
 
 
 @pytest.fixture

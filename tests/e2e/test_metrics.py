@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cri.api import api_pb2
 from cri.image import manifest as m
-from tests.e2e.containers import IMAGE, new_pod, pull, remove_pod, start_registry
-from tests.e2e.helpers import Daemon, assert_nothing_left, need_root, pod_netns
+from tests.e2e.containers import IMAGE, new_pod, pull, remove_pod, serving
+from tests.e2e.helpers import Daemon, need_root
 from tests.fixtures.registry import LocalRegistry
 from tests.selfsigned import HAVE_OPENSSL, make_cert
 
@@ -71,18 +71,11 @@ def calls(samples: Samples, method: str, code: str = "OK") -> float:
 @pytest.fixture(scope="module")
 def metered() -> Iterator[Metered]:
     need_root()
-    netns_before = pod_netns()
     d = Daemon.new("metrics")
     port = free_port()
     with_metrics(d, port)
-    reg, _ = start_registry(d)
-    try:
-        d.start()
+    with serving(d, pulled=False) as reg:
         yield Metered(d, reg, f"http://127.0.0.1:{port}/metrics")
-        assert_nothing_left(d, netns_before)
-    finally:
-        reg.stop()
-        d.cleanup()
 
 
 def test_values_move_with_pulls_lifecycles_and_errors(metered: Metered, tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from cri.api import api_pb2
-from tests.e2e.containers import Pod, new_pod, pull, remove_pod, start_registry
-from tests.e2e.helpers import Daemon, assert_nothing_left, need_root, pod_netns
+from tests.e2e.containers import Pod, new_pod, remove_pod, serving
+from tests.e2e.helpers import Daemon, need_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
 
@@ -73,7 +73,6 @@ class Hooked:
 @pytest.fixture(scope="module")
 def hooked() -> Iterator[Hooked]:
     need_root()
-    netns_before = pod_netns()
     d = Daemon.new("hooks")
     h = Hooked(d, d.base / "hooks-usr", d.base / "hooks-etc", d.base / "hooks-run",
                d.base / "hooks-run" / "record")
@@ -100,15 +99,8 @@ def hooked() -> Iterator[Hooked]:
             {"annotations": {f"^{MARK_KEY.replace('.', '[.]')}$": "^yes"}}, ["prestart"])
     (h.etc / "90-broken.json").write_text('{"version": "1.0.0", "hook": {"path": "/bin/sh"}, '
                                           '"when": {"always": true}, "stages": ["prestop"]}')
-    reg, _ = start_registry(d)
-    try:
-        d.start()
-        pull(d)
+    with serving(d):
         yield h
-        assert_nothing_left(d, netns_before)
-    finally:
-        reg.stop()
-        d.cleanup()
 
 
 def _run(pod: Pod, name: str, command: list[str], annotations: dict[str, str] | None = None,

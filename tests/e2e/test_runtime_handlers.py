@@ -20,8 +20,8 @@ import grpc
 import pytest
 
 from cri.api import api_pb2
-from tests.e2e.containers import new_pod, pull, remove_pod, start_registry
-from tests.e2e.helpers import REPO, Daemon, assert_nothing_left, need_root, pod_netns
+from tests.e2e.containers import new_pod, remove_pod, serving
+from tests.e2e.helpers import REPO, Daemon, need_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
 
@@ -60,18 +60,10 @@ class Recorded:
 @pytest.fixture(scope="module")
 def recorded() -> Iterator[Recorded]:
     need_root()
-    netns_before = pod_netns()
     d = Daemon.new("handlers")
     rec = Recorded(d)
-    reg, _ = start_registry(d)
-    try:
-        d.start()
-        pull(d)
+    with serving(d):
         yield rec
-        assert_nothing_left(d, netns_before)
-    finally:
-        reg.stop()
-        d.cleanup()
 
 
 def _runc_state(d: Daemon, ident: str) -> dict[str, object]:

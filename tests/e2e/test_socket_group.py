@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.containers import new_pod, pull, remove_pod, start_registry
+from tests.e2e.containers import new_pod, remove_pod, serving
 from tests.e2e.helpers import Daemon, need_root
 
 pytestmark = pytest.mark.e2e
@@ -38,9 +38,7 @@ def test_the_socket_group_reaches_the_socket_and_nothing_else(tmp_path: Path) ->
     os.chmod(d.base, 0o711)  # the test's base dir, in the way of the path only
     d.config_path.write_text(d.config_path.read_text().replace(
         "[pycri.api]\n", f'[pycri.api]\nsocket_group = "{GROUP}"\n'))
-    reg, _ = start_registry(d)
-    try:
-        d.start()
+    with serving(d):  # the image pulled, and nothing of the pod left at the end
         sock = d.socket.stat()
         assert (stat.S_IMODE(sock.st_mode), sock.st_gid) == (0o660, GROUP)
         run = d.runroot.stat()
@@ -48,7 +46,6 @@ def test_the_socket_group_reaches_the_socket_and_nothing_else(tmp_path: Path) ->
         assert _connect_as(d.socket, [GROUP]) == 0
         assert _connect_as(d.socket, []) == errno.EACCES
         assert _connect_as(d.socket, [GROUP + 1]) == errno.EACCES
-        pull(d)
         pod = new_pod(d, tmp_path)
         pod.run("app", ["sleep", "60"])
         # Beside the socket, runroot holds only what the group cannot open: root's own
@@ -62,9 +59,6 @@ def test_the_socket_group_reaches_the_socket_and_nothing_else(tmp_path: Path) ->
         d.restart()
         assert stat.S_IMODE(d.runroot.stat().st_mode) == 0o710
         assert _connect_as(d.socket, [GROUP]) == 0
-    finally:
-        d.cleanup()
-        reg.stop()
 
 
 def test_a_socket_group_in_a_shared_directory_is_refused() -> None:
