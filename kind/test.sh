@@ -43,6 +43,7 @@ began=$(date +%s)
 say() { echo "kind/test.sh: [$(($(date +%s) - began)) s] $*" >&2; }
 
 . hack/lib/teardown-option.sh
+. hack/lib/smoke.sh
 [ "$(id -u)" = 0 ] || { say "needs root (it runs dockerd)"; exit 2; }
 
 k8s=${PYCRI_K8S_VERSION:-v1.36.3}
@@ -304,13 +305,8 @@ export KUBECONFIG=$state/kubeconfig
 
 # --- the smoke test --------------------------------------------------------------------------------
 
-say "smoke test (tests/cluster/, log: $logs/smoke.log)"
-smoke_rc=0
-PYCRI_CLUSTER_KUBECTL=$kubectl PYCRI_CLUSTER_IMAGE=$test_image \
-  PYCRI_CLUSTER_HOSTPATH=$state/smoke PYCRI_CLUSTER_PODS=$logs/pods.txt \
-  PYCRI_CLUSTER_NODE_EXEC="docker exec $node" \
-  "$python" -m pytest -p no:cacheprovider -v -rA tests/cluster >"$logs/smoke.log" 2>&1 ||
-  smoke_rc=$?
+PYCRI_CLUSTER_NODE_EXEC="docker exec $node" && export PYCRI_CLUSTER_NODE_EXEC
+run_smoke
 
 # --- critest against the node's pycri -----------------------------------------------------------------
 
@@ -359,9 +355,7 @@ echo
 echo "kubectl get nodes -o wide:"
 cat "$logs/nodes.txt"
 echo
-echo "smoke test (tests/cluster/):"
-grep -E '^(PASSED|FAILED|ERROR) ' "$logs/smoke.log"
-tail -1 "$logs/smoke.log"
+report_smoke
 echo
 echo "critest in the node against its pycri (NRI on), exit $critest_rc after $critest_s s:"
 [ -z "$failed" ] || echo "$failed"

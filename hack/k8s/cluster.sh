@@ -44,6 +44,7 @@ began=$(date +%s)
 say() { echo "cluster.sh: [$(($(date +%s) - began)) s] $*" >&2; }
 
 . hack/lib/teardown-option.sh
+. hack/lib/smoke.sh
 [ "$(id -u)" = 0 ] || { say "needs root (it runs a container runtime and a kubelet)"; exit 2; }
 
 k8s=${PYCRI_K8S_VERSION:-v1.36.3}
@@ -597,12 +598,7 @@ say "waiting for the node, kube-proxy and CoreDNS"
 
 # --- the smoke test -----------------------------------------------------------------------------
 
-say "smoke test (tests/cluster/, log: $logs/smoke.log)"
-smoke_rc=0
-PYCRI_CLUSTER_KUBECTL=$kubectl PYCRI_CLUSTER_IMAGE=$test_image \
-  PYCRI_CLUSTER_HOSTPATH=$state/smoke PYCRI_CLUSTER_PODS=$logs/pods.txt \
-  "$python" -m pytest -p no:cacheprovider -v -rA tests/cluster >"$logs/smoke.log" 2>&1 ||
-  smoke_rc=$?
+run_smoke
 
 set +e
 (exit "$smoke_rc")
@@ -614,8 +610,6 @@ echo
 echo "kubectl get pods -A -o wide (at the end of the smoke test, before the teardown):"
 cat "$logs/pods.txt"
 echo
-echo "smoke test (tests/cluster/):"
-grep -E '^(PASSED|FAILED|ERROR) ' "$logs/smoke.log" || true
-tail -1 "$logs/smoke.log"
+report_smoke
 say "wall time $((wall / 60)) min $((wall % 60)) s (logs: .cache/cluster/last/)"
 exit "$cleanup_rc"
