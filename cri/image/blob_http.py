@@ -13,6 +13,7 @@ from the environment is used as httpx would use it (env_proxy).
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import socket
 import ssl
@@ -116,6 +117,14 @@ def open_blob(req: BlobRequest) -> BlobBody:
     raise RegistryUnavailable(f"more than {MAX_REDIRECTS} redirects for {req.url}")
 
 
+@functools.cache
+def _ssl_context(verify: bool) -> ssl.SSLContext:
+    """The registry client's TLS settings (httpx's, its CA bundle included), made once per
+    daemon as httpx makes its client's: loading the bundle costs about 19 ms of CPU here, which
+    every layer's connection paid. One context serves every thread's connections."""
+    return httpx.create_ssl_context(verify=verify)
+
+
 def _connection(parts: urllib.parse.SplitResult, req: BlobRequest
                 ) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
     """The connection to GET ``parts`` on, the request target, and headers for the proxy.
@@ -127,8 +136,7 @@ def _connection(parts: urllib.parse.SplitResult, req: BlobRequest
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     proxy = env_proxy.proxy_for(parts)
     if parts.scheme == "https":
-        # The same TLS settings as the registry client's httpx (its CA bundle included).
-        ctx: ssl.SSLContext = httpx.create_ssl_context(verify=req.verify)
+        ctx = _ssl_context(req.verify)
         if proxy is None:
             return (http.client.HTTPSConnection(host, parts.port, timeout=req.timeout,
                                                 context=ctx), target, {})
